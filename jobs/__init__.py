@@ -1,0 +1,1 @@
+"""Scheduled jobs: thin wrappers that open an app context, call services, commit."""

@@ -1,0 +1,52 @@
+"""`newsletter worker`: APScheduler 3 with its job store in the app's own database.
+
+Jobs are added with `replace_existing=True` and stable ids, so restarting the worker never
+duplicates them; the persistent store keeps their next run times across restarts, and
+`coalesce` with a grace time catches up once (not once per missed run) after downtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.blocking import BlockingScheduler
+from flask import Flask
+
+from newsletter.scheduling import JOBS_TABLE
+
+log = logging.getLogger(__name__)
+
+JOB_DEFAULTS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
+
+
+def build_scheduler(app: Flask) -> BlockingScheduler:
+    db = app.extensions["db"]
+    scheduler = BlockingScheduler(
+        jobstores={"default": SQLAlchemyJobStore(engine=db.engine, tablename=JOBS_TABLE)},
+        job_defaults=JOB_DEFAULTS,
+        timezone="UTC",
+    )
+    scheduler.add_job(
+        "jobs.tasks:prune_rate_limits",
+        trigger="interval",
+        hours=1,
+        id="prune_rate_limits",
+        replace_existing=True,
+    )
+    return scheduler
+
+
+def run_worker(app: Flask) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    scheduler = build_scheduler(app)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping the scheduler", signum)
+        scheduler.shutdown(wait=True)
+
+    signal.signal(signal.SIGTERM, stop)
+    log.info("worker started with jobs: %s", ", ".join(j.id for j in scheduler.get_jobs()))
+    scheduler.start()

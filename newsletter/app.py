@@ -1,0 +1,159 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from newsletter.config import TEMPLATES_DIR, Config
+from newsletter.db import Database, close_session, db_session
+from newsletter.errors import NewsletterError, RateLimited
+from newsletter.mail import sending
+
+csrf = CSRFProtect()
+log = logging.getLogger(__name__)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
+    "object-src 'none'"
+)
+
+
+def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
+    if os.environ.get("NEWSLETTER_ENV", "development") != "production":
+        load_dotenv(override=False)
+    if isinstance(config, dict):
+        config = Config.from_env(**config)
+    cfg = config or Config.from_env()
+
+    app = Flask(
+        __name__,
+        template_folder=str(TEMPLATES_DIR / "web"),
+        static_folder=str(Path(__file__).parent / "static"),
+    )
+    settings = asdict(cfg)
+    settings.pop("extra")
+    app.config.update(settings)
+    app.config.update(cfg.extra)
+    app.config.update(
+        DEBUG=cfg.DEBUG,
+        NEWSLETTER_CONFIG=cfg,
+        PRODUCTION=cfg.production,
+        OUTBOX_PATH=cfg.outbox_dir,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=cfg.production or cfg.BASE_URL.startswith("https://"),
+        SESSION_COOKIE_NAME="bsd_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(days=30),
+        WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead of a clock
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    trusted = int(os.environ.get("TRUSTED_PROXIES", "0") or 0)
+    if trusted:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted, x_proto=trusted)  # type: ignore[method-assign]
+
+    db = Database(cfg.DATABASE_URL)
+    app.extensions["db"] = db
+    sending.install(db.sessionmaker)
+    app.teardown_appcontext(close_session)
+    csrf.init_app(app)
+
+    from newsletter.auth.views import bp as auth_bp
+    from newsletter.readers.views import bp as readers_bp
+
+    app.register_blueprint(readers_bp)
+    app.register_blueprint(auth_bp)
+    csrf.exempt("newsletter.readers.views.unsubscribe")  # RFC 8058 one-click POST
+    if not cfg.production:
+        from newsletter.dev.views import bp as dev_bp
+
+        app.register_blueprint(dev_bp)
+
+    _register_core(app)
+    _register_errors(app)
+    from newsletter.cli import register_commands
+
+    register_commands(app)
+    return app
+
+
+def _register_core(app: Flask) -> None:
+    @app.get("/healthz")
+    def healthz():  # type: ignore[no-untyped-def]
+        try:
+            db_session().execute(text("SELECT 1"))
+        except Exception as exc:  # any driver error means "not healthy"
+            log.warning("health check failed: %s", exc)
+            return jsonify(status="error", error="database unavailable"), 503
+        return jsonify(status="ok")
+
+    @app.after_request
+    def security_headers(response):  # type: ignore[no-untyped-def]
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        response.headers.setdefault(
+            "X-Frame-Options",
+            "DENY"
+            if "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+            else "SAMEORIGIN",
+        )
+        if app.config["SESSION_COOKIE_SECURE"]:
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+            )
+        return response
+
+    @app.context_processor
+    def inject_reader():  # type: ignore[no-untyped-def]
+        from newsletter.auth.session import current_reader
+
+        return {"current_reader": current_reader(), "production": app.config["PRODUCTION"]}
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path.startswith("/webhooks/")
+
+
+def _register_errors(app: Flask) -> None:
+    def error_response(status: int, message: str, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        if _wants_json():
+            return jsonify(error=message), status, headers or {}
+        return render_template("error.html", status=status, message=message), status, headers or {}
+
+    @app.errorhandler(NewsletterError)
+    def domain_error(exc: NewsletterError):  # type: ignore[no-untyped-def]
+        close_session(exc)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        return error_response(exc.status_code, exc.message, headers)
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):  # type: ignore[no-untyped-def]
+        return error_response(
+            400,
+            "This form has expired or was not sent from our site. Go back, reload the page "
+            "and try again.",
+        )
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        messages = {404: "We couldn't find that page.", 405: "That action isn't allowed here."}
+        return error_response(exc.code or 500, messages.get(exc.code or 0, exc.description or ""))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+        log.exception("unhandled error")
+        close_session(exc)
+        return error_response(500, "Something went wrong on our side. Please try again.")

@@ -1,0 +1,1 @@
+"""Sign-in by email link and the signed-in session."""

@@ -1,0 +1,71 @@
+"""The `newsletter` command: a Flask CLI group. Commands are thin; services do the work."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup
+
+from newsletter.db import get_db
+from newsletter.errors import NewsletterError
+
+
+def _create_app() -> Flask:
+    from newsletter.app import create_app
+
+    try:
+        return create_app()
+    except NewsletterError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+
+
+def register_commands(app: Flask) -> None:
+    app.cli.add_command(db_group)
+    app.cli.add_command(staff_group)
+    app.cli.add_command(worker)
+
+
+@click.group("db", help="Database schema.")
+def db_group() -> None:
+    pass
+
+
+@db_group.command("upgrade", help="Apply Alembic migrations up to the newest.")
+def db_upgrade() -> None:
+    from newsletter.migrate import upgrade
+
+    upgrade(current_app.config["DATABASE_URL"])
+    click.echo("database is up to date")
+
+
+@click.group("staff", help="Staff members.")
+def staff_group() -> None:
+    pass
+
+
+@staff_group.command("add", help="Make an existing reader staff.")
+@click.argument("email")
+def staff_add(email: str) -> None:
+    from newsletter.readers.services import make_staff
+
+    try:
+        with get_db().session() as session:
+            reader = make_staff(session, email)
+            address = reader.email
+    except NewsletterError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    click.echo(f"{address} is now staff")
+
+
+@click.command("worker", help="Run the scheduler in the foreground.")
+def worker() -> None:
+    from jobs.scheduler import run_worker
+
+    run_worker(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+main = FlaskGroup(create_app=_create_app, help="Both Sides Daily.")

@@ -1,0 +1,169 @@
+"""Configuration read from the environment (and a `.env` file in development).
+
+Every name here is part of the public contract in INTERFACE.md. Development gets safe
+defaults; production refuses to start without a real secret rather than run insecurely.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from newsletter.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+
+def instance_path() -> Path:
+    return Path(os.environ.get("NEWSLETTER_INSTANCE", "instance")).resolve()
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the URLs hosting platforms hand out and pick the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _dev_secret_key(instance: Path) -> str:
+    """A random key generated once and kept in instance/, so dev sessions survive restarts."""
+    path = instance / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class Config:
+    ENV: str = "development"
+    DEBUG: bool = False
+    SECRET_KEY: str = ""
+    DATABASE_URL: str = "sqlite:///instance/newsletter.db"
+    BASE_URL: str = "http://localhost:5000"
+    MAIL_URL: str = "outbox:"
+    MAIL_FROM: str = "Both Sides Daily <daily@localhost>"
+    POSTAL_ADDRESS: str = ""
+    LIST_ID: str = "Both Sides Daily <daily.both-sides.localhost>"
+    FREE_STORIES_PER_MONTH: int = 10
+    TRIAL_DAYS: int = 7
+    STRIPE_SECRET_KEY: str | None = None
+    STRIPE_WEBHOOK_SECRET: str | None = None
+    STRIPE_PRICE_ID: str | None = None
+    STRIPE_API_BASE: str | None = None
+    # Token lifetimes, in seconds.
+    CONFIRM_TOKEN_MAX_AGE: int = 3 * 24 * 3600
+    SIGNIN_TOKEN_MAX_AGE: int = 30 * 60
+    # One confirmation (or sign-in) email per address per this many seconds.
+    EMAIL_RESEND_INTERVAL: int = 5 * 60
+    # Rate limits: "count/seconds" per IP and per address.
+    RATE_LIMIT_PER_IP: str = "20/3600"
+    RATE_LIMIT_PER_ADDRESS: str = "5/3600"
+    SMTP_TIMEOUT: int = 30
+    OUTBOX_DIR: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def production(self) -> bool:
+        return self.ENV == "production"
+
+    @property
+    def instance(self) -> Path:
+        return instance_path()
+
+    @property
+    def outbox_dir(self) -> Path:
+        return Path(self.OUTBOX_DIR) if self.OUTBOX_DIR else self.instance / "outbox"
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        raw = self.STRIPE_WEBHOOK_SECRET or ""
+        return [s.strip() for s in raw.split(",") if s.strip()]
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+        env = dict(os.environ if env is None else env)
+        cfg = cls(
+            ENV=env.get("NEWSLETTER_ENV", "development"),
+            DEBUG=_bool(env, "FLASK_DEBUG"),
+            SECRET_KEY=env.get("SECRET_KEY", ""),
+            DATABASE_URL=normalize_database_url(env.get("DATABASE_URL", cls.DATABASE_URL)),
+            BASE_URL=env.get("BASE_URL", cls.BASE_URL).rstrip("/"),
+            MAIL_URL=env.get("MAIL_URL", cls.MAIL_URL),
+            MAIL_FROM=env.get("MAIL_FROM", cls.MAIL_FROM),
+            POSTAL_ADDRESS=env.get("POSTAL_ADDRESS", ""),
+            LIST_ID=env.get("LIST_ID", cls.LIST_ID),
+            FREE_STORIES_PER_MONTH=_int(env, "FREE_STORIES_PER_MONTH", 10),
+            TRIAL_DAYS=_int(env, "TRIAL_DAYS", 7),
+            STRIPE_SECRET_KEY=env.get("STRIPE_SECRET_KEY") or None,
+            STRIPE_WEBHOOK_SECRET=env.get("STRIPE_WEBHOOK_SECRET") or None,
+            STRIPE_PRICE_ID=env.get("STRIPE_PRICE_ID") or None,
+            STRIPE_API_BASE=env.get("STRIPE_API_BASE") or None,
+            RATE_LIMIT_PER_IP=env.get("RATE_LIMIT_PER_IP", cls.RATE_LIMIT_PER_IP),
+            RATE_LIMIT_PER_ADDRESS=env.get("RATE_LIMIT_PER_ADDRESS", cls.RATE_LIMIT_PER_ADDRESS),
+            SMTP_TIMEOUT=_int(env, "SMTP_TIMEOUT", 30, minimum=1),
+            OUTBOX_DIR=env.get("OUTBOX_DIR", ""),
+        )
+        known = {f.name for f in fields(cls)}
+        for key, value in overrides.items():
+            if key in known:
+                setattr(cfg, key, value)
+            else:
+                cfg.extra[key] = value
+        cfg.DATABASE_URL = normalize_database_url(cfg.DATABASE_URL)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.production:
+            if not self.SECRET_KEY or len(self.SECRET_KEY) < 32:
+                raise ConfigError(
+                    "SECRET_KEY must be set (32+ characters) when NEWSLETTER_ENV=production"
+                )
+            if self.DEBUG:
+                raise ConfigError("debug mode must be off when NEWSLETTER_ENV=production")
+            if self.MAIL_URL.startswith("outbox:"):
+                raise ConfigError("MAIL_URL must name a real mail server in production")
+        elif not self.SECRET_KEY:
+            self.SECRET_KEY = _dev_secret_key(self.instance)
+        for name in ("RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_ADDRESS"):
+            parse_rate(getattr(self, name), name)
+
+
+def parse_rate(raw: str, name: str = "rate") -> tuple[int, int]:
+    """'count/seconds' -> (count, seconds)."""
+    try:
+        count, seconds = (int(part) for part in raw.split("/", 1))
+    except ValueError:
+        raise ConfigError(f"{name} must look like 'count/seconds', got {raw!r}") from None
+    if count < 1 or seconds < 1:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return count, seconds

@@ -1,0 +1,1 @@
+"""Development-only pages (never registered in production)."""

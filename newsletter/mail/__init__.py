@@ -1,0 +1,1 @@
+"""Email: rendering (MJML + Jinja), message building, transports, and sending after commit."""

@@ -1,0 +1,73 @@
+"""Fixed-window rate limits kept in the database.
+
+The database is the one store every gunicorn worker (and every machine) already shares, so
+no extra service is needed. Each hit is one atomic upsert in its own short transaction:
+it counts even when the request that made it later fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, Integer, String, delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, mapped_column
+
+from newsletter.db import Base, utcnow
+from newsletter.errors import RateLimited
+
+
+class RateLimitHit(Base):
+    __tablename__ = "rate_limit_hits"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+def _key(scope: str, value: str) -> str:
+    # Hashed: the table never holds plain addresses or IPs.
+    return hashlib.sha256(f"{scope}:{value}".encode()).hexdigest()
+
+
+def hit(
+    engine: Engine,
+    scope: str,
+    value: str,
+    limit: int,
+    seconds: int,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Count one hit; raise `RateLimited` past `limit` hits in the current window."""
+    now = now or utcnow()
+    epoch = int(now.timestamp())
+    window = epoch - epoch % seconds
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(RateLimitHit).values(
+        key=_key(scope, value),
+        window_start=window,
+        count=1,
+        expires_at=now + timedelta(seconds=seconds),
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["key", "window_start"],
+        set_={"count": RateLimitHit.count + 1},
+    ).returning(RateLimitHit.count)
+    with engine.begin() as conn:
+        count = conn.execute(stmt).scalar_one()
+    if count > limit:
+        retry_after = window + seconds - epoch
+        raise RateLimited(
+            "Too many requests. Please wait a little and try again.", retry_after=retry_after
+        )
+
+
+def prune(engine: Engine, *, now: datetime | None = None) -> int:
+    with engine.begin() as conn:
+        result = conn.execute(
+            delete(RateLimitHit).where(RateLimitHit.expires_at < (now or utcnow()))
+        )
+    return result.rowcount

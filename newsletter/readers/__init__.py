@@ -1,0 +1,1 @@
+"""Readers: signup with double opt-in, consent, account settings, unsubscribe."""

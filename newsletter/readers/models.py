@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Enum, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from newsletter.db import Base, utcnow
+
+DEFAULT_DELIVERY_HOUR = 6
+
+
+class ReaderStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+def str_enum(enum: type[StrEnum], length: int = 20) -> Enum:
+    """A StrEnum stored by value in a plain VARCHAR (no native ENUM type to migrate)."""
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda e: [m.value for m in e],
+        validate_strings=True,
+    )
+
+
+class Reader(Base):
+    __tablename__ = "readers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # As the reader typed it, with the domain lower-cased (the local part may be
+    # case-sensitive on some servers, so it is kept as given).
+    email: Mapped[str] = mapped_column(String(254))
+    # The whole address lower-cased: what uniqueness and look-ups use.
+    email_key: Mapped[str] = mapped_column(String(254), unique=True)
+    status: Mapped[ReaderStatus] = mapped_column(
+        str_enum(ReaderStatus), default=ReaderStatus.PENDING
+    )
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    delivery_hour: Mapped[int] = mapped_column(default=DEFAULT_DELIVERY_HOUR)
+    is_staff: Mapped[bool] = mapped_column(default=False)
+    # Bumped on every sign-in, so a sign-in link works once and only the newest one works.
+    signin_nonce: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
+    confirmation_sent_at: Mapped[datetime | None]
+    signin_sent_at: Mapped[datetime | None]
+
+    consents: Mapped[list[Consent]] = relationship(
+        back_populates="reader", order_by="Consent.id", cascade="all, delete-orphan"
+    )
+
+    def __repr__(self) -> str:
+        return f"<Reader {self.id} {self.email} {self.status}>"
+
+
+class ConsentKind(StrEnum):
+    SIGNUP = "signup"
+    CONFIRM = "confirm"
+    RESUBSCRIBE = "resubscribe"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+class Consent(Base):
+    """Evidence of consent (and its withdrawal): when, from where, and the words shown."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("readers.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[ConsentKind] = mapped_column(str_enum(ConsentKind))
+    wording: Mapped[str] = mapped_column(Text, default="")
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    reader: Mapped[Reader] = relationship(back_populates="consents")

@@ -1,0 +1,282 @@
+"""Reader use cases. Plain functions over a Session; they flush, the boundary commits."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from zoneinfo import available_timezones
+
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app, url_for
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter.db import utcnow
+from newsletter.errors import InvalidInput, InvalidToken, NotFound
+from newsletter.mail.sending import send_email
+from newsletter.readers.models import Consent, ConsentKind, Reader, ReaderStatus
+from newsletter.tokens import Purpose, make_token, read_token
+
+MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit less the angle brackets
+
+CONSENT_WORDING = (
+    "Send me Both Sides Daily: one email each morning with the day's top stories from the "
+    "left, center and right. I can unsubscribe at any time with one click."
+)
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """Where a request came from, for consent records."""
+
+    ip: str | None
+    user_agent: str | None
+
+
+def normalize_email(raw: str) -> str:
+    """A syntactically valid address with its domain lower-cased, or `InvalidInput`.
+
+    Checks syntax only (no DNS): signup must not depend on a resolver.
+    """
+    if raw is None or not raw.strip():
+        raise InvalidInput("Please enter your email address.")
+    value = raw.strip()
+    if any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise InvalidInput("An email address cannot contain line breaks or control characters.")
+    if len(value) > MAX_EMAIL_LENGTH:
+        raise InvalidInput(f"An email address can be at most {MAX_EMAIL_LENGTH} characters long.")
+    try:
+        result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput(f"That doesn't look like an email address: {exc}") from None
+    address = result.ascii_email or result.normalized
+    local, _, domain = address.rpartition("@")
+    address = f"{local}@{domain.lower()}"
+    if len(address) > MAX_EMAIL_LENGTH:
+        raise InvalidInput(f"An email address can be at most {MAX_EMAIL_LENGTH} characters long.")
+    return address
+
+
+@lru_cache(maxsize=1)
+def _timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+@lru_cache(maxsize=1)
+def timezone_names() -> list[str]:
+    return sorted(_timezones())
+
+
+def validate_timezone(name: str | None, *, fallback: bool = False) -> str:
+    """An IANA zone name. With `fallback`, anything unknown becomes UTC (browser input)."""
+    value = (name or "").strip()
+    if value in _timezones():
+        return value
+    if fallback:
+        return "UTC"
+    raise InvalidInput(
+        "Please choose a time zone from the list (an IANA name such as Europe/Paris)."
+    )
+
+
+def validate_delivery_hour(raw: str | int | None) -> int:
+    try:
+        hour = int(str(raw).split(":", 1)[0])
+    except (TypeError, ValueError):
+        raise InvalidInput("Delivery hour must be a whole hour from 0 to 23.") from None
+    if not 0 <= hour <= 23:
+        raise InvalidInput("Delivery hour must be a whole hour from 0 to 23.")
+    return hour
+
+
+def _record_consent(
+    session: Session,
+    reader: Reader,
+    kind: ConsentKind,
+    request_info: RequestInfo,
+    now: datetime,
+    wording: str,
+) -> None:
+    session.add(
+        Consent(
+            reader=reader,
+            kind=kind,
+            wording=wording,
+            ip=request_info.ip,
+            user_agent=(request_info.user_agent or "")[:512] or None,
+            created_at=now,
+        )
+    )
+
+
+def find_reader(session: Session, email: str) -> Reader | None:
+    return session.scalar(select(Reader).where(Reader.email_key == email.lower()))
+
+
+def get_reader(session: Session, reader_id: int) -> Reader:
+    reader = session.get(Reader, reader_id)
+    if reader is None:
+        raise NotFound("No such reader.")
+    return reader
+
+
+def _resend_allowed(last_sent: datetime | None, now: datetime) -> bool:
+    interval = timedelta(seconds=current_app.config["EMAIL_RESEND_INTERVAL"])
+    return last_sent is None or now - last_sent >= interval
+
+
+def _external(endpoint: str, **values: object) -> str:
+    """An absolute URL on BASE_URL, whatever host the request came in on."""
+    return current_app.config["BASE_URL"] + url_for(endpoint, **values)
+
+
+def confirmation_url(reader: Reader) -> str:
+    token = make_token(Purpose.CONFIRM, {"r": reader.id, "e": reader.email_key})
+    return _external("readers.confirm", token=token)
+
+
+def signin_url(reader: Reader) -> str:
+    token = make_token(Purpose.SIGNIN, {"r": reader.id, "n": reader.signin_nonce})
+    return _external("auth.signin_link", token=token)
+
+
+def unsubscribe_url(reader: Reader) -> str:
+    # Never expires: an unsubscribe link in a year-old email must still work.
+    token = make_token(Purpose.UNSUBSCRIBE, {"r": reader.id}, expires=False)
+    return _external("readers.unsubscribe", token=token)
+
+
+def send_confirmation(session: Session, reader: Reader, now: datetime) -> bool:
+    """Email a confirmation link unless one went out within the resend window."""
+    if not _resend_allowed(reader.confirmation_sent_at, now):
+        return False
+    reader.confirmation_sent_at = now
+    hours = current_app.config["CONFIRM_TOKEN_MAX_AGE"] // 3600
+    send_email(
+        session,
+        "confirm",
+        reader.email,
+        {"confirm_url": confirmation_url(reader), "valid_hours": hours},
+    )
+    return True
+
+
+def send_signin_link(session: Session, reader: Reader, now: datetime, *, reason: str) -> bool:
+    if not _resend_allowed(reader.signin_sent_at, now):
+        return False
+    reader.signin_sent_at = now
+    minutes = current_app.config["SIGNIN_TOKEN_MAX_AGE"] // 60
+    send_email(
+        session,
+        "signin",
+        reader.email,
+        {"signin_url": signin_url(reader), "valid_minutes": minutes, "reason": reason},
+    )
+    return True
+
+
+def signup(
+    session: Session,
+    raw_email: str,
+    timezone: str | None,
+    request_info: RequestInfo,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Start double opt-in. Behaves the same to the caller for new and known addresses."""
+    now = now or utcnow()
+    email = normalize_email(raw_email)
+    tz = validate_timezone(timezone, fallback=True)
+    reader = find_reader(session, email)
+    if reader is None:
+        reader = Reader(email=email, email_key=email.lower(), timezone=tz, created_at=now)
+        session.add(reader)
+        session.flush()
+    if reader.status == ReaderStatus.CONFIRMED:
+        # Already subscribed: tell them so, with a way in, instead of a second opt-in.
+        send_signin_link(session, reader, now, reason="already_subscribed")
+        return
+    if reader.status != ReaderStatus.PENDING:
+        reader.timezone = tz
+    _record_consent(session, reader, ConsentKind.SIGNUP, request_info, now, CONSENT_WORDING)
+    send_confirmation(session, reader, now)
+    session.flush()
+
+
+def confirm(
+    session: Session, token: str, request_info: RequestInfo, *, now: datetime | None = None
+) -> Reader:
+    """Confirm the subscription a link was sent for. Opening it twice is harmless."""
+    now = now or utcnow()
+    payload = read_token(
+        Purpose.CONFIRM, token, max_age=current_app.config["CONFIRM_TOKEN_MAX_AGE"]
+    )
+    reader = session.get(Reader, payload.get("r"))
+    if reader is None or reader.email_key != payload.get("e"):
+        raise InvalidToken("This link is not valid.")
+    if reader.status == ReaderStatus.CONFIRMED:
+        return reader
+    if reader.status == ReaderStatus.BOUNCED:
+        raise InvalidToken("This address could not receive our emails, so it cannot be confirmed.")
+    reader.status = ReaderStatus.CONFIRMED
+    reader.confirmed_at = now
+    reader.unsubscribed_at = None
+    _record_consent(session, reader, ConsentKind.CONFIRM, request_info, now, CONSENT_WORDING)
+    session.flush()
+    return reader
+
+
+def reader_for_unsubscribe_token(session: Session, token: str) -> Reader:
+    payload = read_token(Purpose.UNSUBSCRIBE, token, max_age=None)
+    reader = session.get(Reader, payload.get("r"))
+    if reader is None:
+        raise InvalidToken("This link is not valid.")
+    return reader
+
+
+def unsubscribe(
+    session: Session, reader: Reader, request_info: RequestInfo, *, now: datetime | None = None
+) -> None:
+    """Stop all list mail to the reader at once. Repeating it changes nothing."""
+    if reader.status == ReaderStatus.UNSUBSCRIBED:
+        return
+    now = now or utcnow()
+    reader.status = ReaderStatus.UNSUBSCRIBED
+    reader.unsubscribed_at = now
+    _record_consent(session, reader, ConsentKind.UNSUBSCRIBE, request_info, now, "")
+    session.flush()
+
+
+def resubscribe(
+    session: Session, reader: Reader, request_info: RequestInfo, *, now: datetime | None = None
+) -> None:
+    """A signed-in reader (their mailbox is proven) opts back in without a new confirmation."""
+    if reader.status == ReaderStatus.CONFIRMED:
+        return
+    if reader.status == ReaderStatus.BOUNCED:
+        raise InvalidInput(
+            "Our emails to this address bounced. Please sign up again with a working address."
+        )
+    now = now or utcnow()
+    reader.status = ReaderStatus.CONFIRMED
+    reader.confirmed_at = reader.confirmed_at or now
+    reader.unsubscribed_at = None
+    _record_consent(session, reader, ConsentKind.RESUBSCRIBE, request_info, now, CONSENT_WORDING)
+    session.flush()
+
+
+def update_delivery(session: Session, reader: Reader, hour: str | int, timezone: str) -> None:
+    reader.delivery_hour = validate_delivery_hour(hour)
+    reader.timezone = validate_timezone(timezone)
+    session.flush()
+
+
+def make_staff(session: Session, raw_email: str) -> Reader:
+    reader = find_reader(session, normalize_email(raw_email))
+    if reader is None:
+        raise NotFound(f"No reader with the address {raw_email.strip()}; they must sign up first.")
+    reader.is_staff = True
+    session.flush()
+    return reader

@@ -1,0 +1,162 @@
+"""Signup, confirmation, account and unsubscribe pages. Thin: translate, call, commit."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from newsletter.auth.session import current_reader, login_required
+from newsletter.db import db_session
+from newsletter.errors import InvalidInput, InvalidToken
+from newsletter.readers import services
+from newsletter.readers.models import ReaderStatus
+from newsletter.web import limit, request_info
+
+bp = Blueprint("readers", __name__)
+
+
+@bp.get("/")
+def index():  # type: ignore[no-untyped-def]
+    return render_template("index.html", consent_wording=services.CONSENT_WORDING)
+
+
+@bp.post("/signup")
+def signup():  # type: ignore[no-untyped-def]
+    raw = request.form.get("email", "")
+    try:
+        address = services.normalize_email(raw)
+    except InvalidInput as exc:
+        limit("signup", None)
+        return render_template(
+            "index.html",
+            error=exc.message,
+            email=raw[:254],
+            consent_wording=services.CONSENT_WORDING,
+        ), 400
+    limit("signup", address)
+    session = db_session()
+    services.signup(session, address, request.form.get("timezone"), request_info())
+    session.commit()
+    # The same page for a new, pending, confirmed or unsubscribed address.
+    return render_template("signup_sent.html", email=address)
+
+
+@bp.get("/confirm/<token>")
+def confirm(token: str):  # type: ignore[no-untyped-def]
+    session = db_session()
+    try:
+        reader = services.confirm(session, token, request_info())
+    except InvalidToken as exc:
+        return render_template("link_problem.html", message=exc.message, kind="confirm"), (
+            410 if exc.expired else 400
+        )
+    session.commit()
+    return render_template("confirmed.html", reader=reader)
+
+
+@bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+def unsubscribe(token: str):  # type: ignore[no-untyped-def]
+    session = db_session()
+    try:
+        reader = services.reader_for_unsubscribe_token(session, token)
+    except InvalidToken as exc:
+        return render_template("link_problem.html", message=exc.message, kind="unsubscribe"), 400
+    if request.method == "GET":
+        # A GET never unsubscribes: mail scanners open every link.
+        return render_template("unsubscribe.html", reader=reader, token=token)
+    # RFC 8058 one-click: no cookie, no CSRF token, no redirect; answer 200.
+    services.unsubscribe(session, reader, request_info())
+    session.commit()
+    return render_template("unsubscribed.html", reader=reader)
+
+
+def _account_page(error: str | None = None, status: int = 200):  # type: ignore[no-untyped-def]
+    reader = current_reader()
+    return render_template(
+        "account.html",
+        reader=reader,
+        statuses=ReaderStatus,
+        timezones=services.timezone_names(),
+        hours=range(24),
+        me=me_payload(reader),
+        unsubscribe_url=services.unsubscribe_url(reader),
+        error=error,
+    ), status
+
+
+@bp.get("/account")
+@login_required
+def account():  # type: ignore[no-untyped-def]
+    return _account_page()
+
+
+@bp.post("/account/delivery")
+@login_required
+def update_delivery():  # type: ignore[no-untyped-def]
+    reader = current_reader()
+    session = db_session()
+    try:
+        services.update_delivery(
+            session, reader, request.form.get("delivery_hour", ""), request.form.get("timezone", "")
+        )
+    except InvalidInput as exc:
+        session.rollback()
+        return _account_page(exc.message, 400)
+    session.commit()
+    flash(
+        f"Saved. Your email now arrives at {reader.delivery_hour:02d}:00 {reader.timezone}.", "ok"
+    )
+    return redirect(url_for("readers.account"), 303)
+
+
+@bp.post("/account/unsubscribe")
+@login_required
+def account_unsubscribe():  # type: ignore[no-untyped-def]
+    session = db_session()
+    services.unsubscribe(session, current_reader(), request_info())
+    session.commit()
+    flash("You are unsubscribed. You will get no more daily emails.", "ok")
+    return redirect(url_for("readers.account"), 303)
+
+
+@bp.post("/account/resubscribe")
+@login_required
+def account_resubscribe():  # type: ignore[no-untyped-def]
+    session = db_session()
+    try:
+        services.resubscribe(session, current_reader(), request_info())
+    except InvalidInput as exc:
+        session.rollback()
+        return _account_page(exc.message, 400)
+    session.commit()
+    flash("Welcome back! Your daily email starts again tomorrow.", "ok")
+    return redirect(url_for("readers.account"), 303)
+
+
+def me_payload(reader) -> dict:  # type: ignore[no-untyped-def]
+    """`/api/me`, as INTERFACE.md names it. Plan and meter arrive with billing and tracking."""
+    free = current_app.config["FREE_STORIES_PER_MONTH"]
+    return {
+        "email": reader.email,
+        "status": reader.status.value,
+        "plan": "free",
+        "free_stories_per_month": free,
+        "free_stories_left": free,
+        "trial_ends_at": None,
+        "delivery_hour": reader.delivery_hour,
+        "timezone": reader.timezone,
+    }
+
+
+@bp.get("/api/me")
+@login_required
+def api_me():  # type: ignore[no-untyped-def]
+    return jsonify(me_payload(current_reader()))

@@ -1,0 +1,1 @@
+"""The Stripe webhook endpoint lives here; it arrives with the billing issue."""
