@@ -55,6 +55,21 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _float(
+    env: dict[str, str], name: str, default: float, minimum: float, maximum: float
+) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -89,6 +104,13 @@ class Config:
     RATE_LIMIT_PER_ADDRESS: str = "5/3600"
     SMTP_TIMEOUT: int = 30
     OUTBOX_DIR: str = ""
+    # A story is a blindspot for a side whose share of its rated outlets is below
+    # BLINDSPOT_MAX_SHARE, once at least BLINDSPOT_MIN_SOURCES rated outlets cover it.
+    BLINDSPOT_MAX_SHARE: float = 0.2
+    BLINDSPOT_MIN_SOURCES: int = 3
+    # Bearer token for POST /api/stories; unset means the API refuses everyone.
+    STORIES_API_TOKEN: str | None = None
+    STORIES_API_MAX_BYTES: int = 2 * 1024 * 1024
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -131,6 +153,10 @@ class Config:
             RATE_LIMIT_PER_ADDRESS=env.get("RATE_LIMIT_PER_ADDRESS", cls.RATE_LIMIT_PER_ADDRESS),
             SMTP_TIMEOUT=_int(env, "SMTP_TIMEOUT", 30, minimum=1),
             OUTBOX_DIR=env.get("OUTBOX_DIR", ""),
+            BLINDSPOT_MAX_SHARE=_float(env, "BLINDSPOT_MAX_SHARE", 0.2, 0.0, 1.0),
+            BLINDSPOT_MIN_SOURCES=_int(env, "BLINDSPOT_MIN_SOURCES", 3, minimum=1),
+            STORIES_API_TOKEN=env.get("STORIES_API_TOKEN") or None,
+            STORIES_API_MAX_BYTES=_int(env, "STORIES_API_MAX_BYTES", 2 * 1024 * 1024, minimum=1),
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():

@@ -144,11 +144,14 @@ def runner(app: Flask):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def session(app: Flask) -> Iterator[Session]:
-    """A database session for arranging and checking rows (inside an app context)."""
-    with app.app_context():
-        s = app.extensions["db"].sessionmaker()
-        yield s
-        s.close()
+    """A database session for arranging and checking rows.
+
+    It holds no app context open: requests made by the test client meanwhile must get
+    their own, as they do in production.
+    """
+    s = app.extensions["db"].sessionmaker()
+    yield s
+    s.close()
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -160,7 +163,7 @@ _LINK = re.compile(r"https?://[^\s<>\"']+")
 def csrf_token(client: FlaskClient, path: str = "/") -> str:
     page = client.get(path).get_data(as_text=True)
     match = _CSRF.search(page)
-    assert match, f"no CSRF token on {path}"
+    assert match, f"no CSRF token on {path}: {page[:300]}"
     return match.group(1)
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Enum, ForeignKey, String, Text
+from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from newsletter.db import Base, utcnow
+from newsletter.db import Base, str_enum, utcnow
 
 DEFAULT_DELIVERY_HOUR = 6
 
@@ -16,18 +16,6 @@ class ReaderStatus(StrEnum):
     CONFIRMED = "confirmed"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
-
-
-def str_enum(enum: type[StrEnum], length: int = 20) -> Enum:
-    """A StrEnum stored by value in a plain VARCHAR (no native ENUM type to migrate)."""
-    return Enum(
-        enum,
-        native_enum=False,
-        create_constraint=False,
-        length=length,
-        values_callable=lambda e: [m.value for m in e],
-        validate_strings=True,
-    )
 
 
 class Reader(Base):

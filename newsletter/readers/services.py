@@ -10,7 +10,7 @@ from zoneinfo import available_timezones
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, url_for
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
@@ -113,6 +113,11 @@ def _record_consent(
 
 def find_reader(session: Session, email: str) -> Reader | None:
     return session.scalar(select(Reader).where(Reader.email_key == email.lower()))
+
+
+def audience_query() -> Select[tuple[Reader]]:
+    """Readers who get list mail: confirmed ones only (never pending, unsubscribed, bounced)."""
+    return select(Reader).where(Reader.status == ReaderStatus.CONFIRMED).order_by(Reader.id)
 
 
 def get_reader(session: Session, reader_id: int) -> Reader:

@@ -69,8 +69,8 @@ def unsubscribe(token: str):  # type: ignore[no-untyped-def]
         reader = services.reader_for_unsubscribe_token(session, token)
     except InvalidToken as exc:
         return render_template("link_problem.html", message=exc.message, kind="unsubscribe"), 400
-    if request.method == "GET":
-        # A GET never unsubscribes: mail scanners open every link.
+    if request.method != "POST":
+        # A GET or HEAD never unsubscribes: mail scanners open every link.
         return render_template("unsubscribe.html", reader=reader, token=token)
     # RFC 8058 one-click: no cookie, no CSRF token, no redirect; answer 200.
     services.unsubscribe(session, reader, request_info())
