@@ -14,9 +14,9 @@ from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from newsletter.mail.message import ListHeaders, build_message, envelope_sender
+from newsletter.mail.message import compose, envelope_sender, new_message_id, now_header
 from newsletter.mail.render import render_email
-from newsletter.mail.transports import DeliveryError, Transport, send_message, transport_from_url
+from newsletter.mail.transports import DeliveryError, Transport, transport_from_url
 
 log = logging.getLogger(__name__)
 _PENDING = "newsletter.pending_mail"
@@ -51,17 +51,19 @@ def deliver_now(
     ctx = {**common_context(app), **context, "unsubscribe_url": unsubscribe_url}
     rendered = render_email(name, ctx)
     cfg = app.config
-    message = build_message(
+    template = compose(
         mail_from=cfg["MAIL_FROM"],
-        to=to,
         subject=rendered.subject,
         text=rendered.text,
         html=rendered.html,
-        list_headers=ListHeaders(cfg["LIST_ID"], unsubscribe_url) if unsubscribe_url else None,
+        list_id=cfg["LIST_ID"] if unsubscribe_url else None,
     )
+    values = {"to": to, "date": now_header(), "message_id": new_message_id(cfg["MAIL_FROM"])}
+    if unsubscribe_url:
+        values["unsubscribe_url"] = unsubscribe_url
     transport = open_transport(app)
     try:
-        send_message(transport, envelope_sender(cfg["MAIL_FROM"]), message)
+        transport.send_bytes(envelope_sender(cfg["MAIL_FROM"]), to, template.render(values))
     finally:
         transport.close()
 

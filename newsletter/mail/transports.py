@@ -16,7 +16,6 @@ import contextlib
 import smtplib
 import ssl
 import uuid
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -46,11 +45,6 @@ class Transport(Protocol):
     def send_bytes(self, envelope_from: str, recipient: str, data: bytes) -> None: ...
 
     def close(self) -> None: ...
-
-
-def send_message(transport: Transport, envelope_from: str, message: EmailMessage) -> None:
-    recipient = message["To"].addresses[0].addr_spec
-    transport.send_bytes(envelope_from, recipient, message.as_bytes())
 
 
 def _error_for(code: int, reply: bytes | str) -> DeliveryError:

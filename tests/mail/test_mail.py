@@ -9,7 +9,7 @@ from email.parser import BytesParser
 
 import pytest
 
-from newsletter.mail.message import ListHeaders, build_message
+from newsletter.mail.message import compose, hole, now_header, qp_encode
 from newsletter.mail.render import render_email
 from newsletter.mail.sending import deliver_now
 from newsletter.mail.transports import (
@@ -83,11 +83,13 @@ class TestEveryEmailThroughARealServer:
 
     def test_long_unbroken_html_is_still_within_line_limits(self):
         html = "<p>" + "word" * 2000 + "</p>"
-        msg = build_message(
-            mail_from="A <a@b.test>", to="c@d.test", subject="s", text="é" * 3000, html=html,
-            list_headers=ListHeaders("L <l.b.test>", "http://x/unsubscribe/" + "t" * 400),
+        template = compose(
+            mail_from="A <a@b.test>", subject="s", text="é" * 3000, html=html, list_id="L <l.b.test>",
         )
-        data = msg.as_bytes()
+        data = template.render(
+            {"to": "c@d.test", "date": now_header(), "message_id": "<1@b.test>",
+             "unsubscribe_url": "http://x/unsubscribe/" + "t" * 400}
+        )
         check_wire_format(data)
         parsed = BytesParser(policy=policy.default).parsebytes(data)
         assert parsed.get_body(("html",)).get_content().rstrip() == html
@@ -201,3 +203,37 @@ def test_outbox_is_not_served_in_production(database_url, tmp_path, smtp):
 
     app = make_app(database_url, tmp_path, smtp, ENV="production")
     assert app.test_client().get("/dev/outbox").status_code == 404
+
+
+class TestMessageTemplates:
+    def test_holes_are_filled_per_recipient_and_decode_exactly(self):
+        html = '<p>Hello</p><a href="' + hole("link_1") + '">Read</a> ' + "x" * 300 + hole("count") + " left"
+        text = "Read: " + hole("link_1") + "\nYou have " + hole("count") + " free stories left. Ünïcode"
+        template = compose(mail_from="Both Sides Daily <daily@b.test>", subject="Top: ä; b; c", text=text, html=html, list_id="L <l.b.test>")
+        values = {"to": "ann@example.com", "date": now_header(), "message_id": "<m1@b.test>", "unsubscribe_url": "http://x/u/abc", "link_1": "http://x/r/AbC_-123", "count": "7"}
+        data = template.render(values)
+        check_wire_format(data)
+        msg = BytesParser(policy=policy.default).parsebytes(data)
+        assert msg["To"] == "ann@example.com"
+        assert msg["Subject"] == "Top: ä; b; c"
+        assert msg["Message-ID"] == "<m1@b.test>"
+        assert msg["List-Unsubscribe"] == "<http://x/u/abc>"
+        # MIME's canonical line end is CRLF; the decoded text keeps it.
+        plain = msg.get_body(("plain",)).get_content().replace("\r\n", "\n").rstrip()
+        assert plain == "Read: http://x/r/AbC_-123\nYou have 7 free stories left. Ünïcode"
+        assert msg.get_body(("html",)).get_content().rstrip() == html.replace(hole("link_1"), "http://x/r/AbC_-123").replace(hole("count"), "7")
+
+    def test_values_needing_encoding_still_decode(self):
+        template = compose(mail_from="a@b.test", subject="s", text="[" + hole("v") + "]", html="<p>" + hole("v") + "</p>")
+        odd = "a=b é " + "long" * 40 + " "
+        data = template.render({"to": "c@d.test", "date": now_header(), "message_id": "<1@b>", "v": odd})
+        check_wire_format(data)
+        msg = BytesParser(policy=policy.default).parsebytes(data)
+        assert msg.get_body(("plain",)).get_content().rstrip("\r\n") == f"[{odd}]"
+
+    def test_qp_lines_never_exceed_76(self):
+        encoded = qp_encode(("é" * 100 + " \t") * 5 + "\n" + "=" * 200)
+        assert max(len(line) for line in encoded.split("\r\n")) <= 76
+        import quopri
+
+        assert quopri.decodestring(encoded.encode()).decode().replace("\r\n", "\n") == ("é" * 100 + " \t") * 5 + "\n" + "=" * 200
