@@ -72,10 +72,13 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
 
     from newsletter.auth.views import bp as auth_bp
     from newsletter.readers.views import bp as readers_bp
+    from newsletter.stories.views import api as stories_api_bp
 
     app.register_blueprint(readers_bp)
     app.register_blueprint(auth_bp)
+    app.register_blueprint(stories_api_bp)
     csrf.exempt("newsletter.readers.views.unsubscribe")  # RFC 8058 one-click POST
+    csrf.exempt(stories_api_bp)  # bearer-token API: no cookies, so nothing to forge
     if not cfg.production:
         from newsletter.dev.views import bp as dev_bp
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup
+from flask.cli import FlaskGroup, with_appcontext
 
 from newsletter.db import get_db
 from newsletter.errors import NewsletterError
@@ -26,6 +26,10 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(db_group)
     app.cli.add_command(staff_group)
     app.cli.add_command(worker)
+    from newsletter.stories.commands import demo, stories_group
+
+    app.cli.add_command(stories_group)
+    app.cli.add_command(demo)
 
 
 @click.group("db", help="Database schema.")
@@ -34,6 +38,7 @@ def db_group() -> None:
 
 
 @db_group.command("upgrade", help="Apply Alembic migrations up to the newest.")
+@with_appcontext
 def db_upgrade() -> None:
     from newsletter.migrate import upgrade
 
@@ -48,6 +53,7 @@ def staff_group() -> None:
 
 @staff_group.command("add", help="Make an existing reader staff.")
 @click.argument("email")
+@with_appcontext
 def staff_add(email: str) -> None:
     from newsletter.readers.services import make_staff
 
@@ -62,6 +68,7 @@ def staff_add(email: str) -> None:
 
 
 @click.command("worker", help="Run the scheduler in the foreground.")
+@with_appcontext
 def worker() -> None:
     from jobs.scheduler import run_worker
 

@@ -55,9 +55,7 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
-def _float(
-    env: dict[str, str], name: str, default: float, minimum: float, maximum: float
-) -> float:
+def _float(env: dict[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -111,6 +109,17 @@ class Config:
     # Bearer token for POST /api/stories; unset means the API refuses everyone.
     STORIES_API_TOKEN: str | None = None
     STORIES_API_MAX_BYTES: int = 2 * 1024 * 1024
+    # Delivery (newsletter/delivery/sender.py): concurrent SMTP connections, messages per
+    # second across them (0: unlimited), ledger rows claimed per batch, retries of
+    # temporary refusals (full-jitter exponential backoff from BASE, capped at MAX) and
+    # how long a claim holds before another sender may take the row over.
+    SEND_CONNECTIONS: int = 4
+    SEND_RATE_PER_SECOND: float = 0.0
+    SEND_BATCH_SIZE: int = 200
+    SEND_MAX_ATTEMPTS: int = 5
+    SEND_RETRY_BASE_SECONDS: float = 60.0
+    SEND_RETRY_MAX_SECONDS: float = 3600.0
+    SEND_LEASE_SECONDS: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -157,6 +166,13 @@ class Config:
             BLINDSPOT_MIN_SOURCES=_int(env, "BLINDSPOT_MIN_SOURCES", 3, minimum=1),
             STORIES_API_TOKEN=env.get("STORIES_API_TOKEN") or None,
             STORIES_API_MAX_BYTES=_int(env, "STORIES_API_MAX_BYTES", 2 * 1024 * 1024, minimum=1),
+            SEND_CONNECTIONS=_int(env, "SEND_CONNECTIONS", 4, minimum=1),
+            SEND_RATE_PER_SECOND=_float(env, "SEND_RATE_PER_SECOND", 0.0, 0.0, 1e6),
+            SEND_BATCH_SIZE=_int(env, "SEND_BATCH_SIZE", 200, minimum=1),
+            SEND_MAX_ATTEMPTS=_int(env, "SEND_MAX_ATTEMPTS", 5, minimum=1),
+            SEND_RETRY_BASE_SECONDS=_float(env, "SEND_RETRY_BASE_SECONDS", 60.0, 0.0, 86400.0),
+            SEND_RETRY_MAX_SECONDS=_float(env, "SEND_RETRY_MAX_SECONDS", 3600.0, 0.0, 86400.0),
+            SEND_LEASE_SECONDS=_float(env, "SEND_LEASE_SECONDS", 60.0, 0.1, 86400.0),
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():

@@ -7,7 +7,14 @@ uses `hmac.compare_digest`).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from flask import current_app
@@ -28,10 +35,17 @@ def _secret() -> str:
     return current_app.config["SECRET_KEY"]
 
 
-def make_token(purpose: Purpose, payload: dict[str, Any], *, expires: bool = True) -> str:
-    if expires:
-        return URLSafeTimedSerializer(_secret(), salt=purpose.value).dumps(payload)
-    return URLSafeSerializer(_secret(), salt=purpose.value).dumps(payload)
+@lru_cache(maxsize=32)
+def _serializer(secret: str, purpose: Purpose, expires: bool) -> URLSafeSerializer:
+    cls = URLSafeTimedSerializer if expires else URLSafeSerializer
+    return cls(secret, salt=purpose.value)
+
+
+def make_token(
+    purpose: Purpose, payload: dict[str, Any], *, expires: bool = True, secret: str | None = None
+) -> str:
+    """`secret` defaults to the app's SECRET_KEY; pass it to sign outside an app context."""
+    return _serializer(secret or _secret(), purpose, expires).dumps(payload)
 
 
 def read_token(purpose: Purpose, token: str, *, max_age: int | None = None) -> dict[str, Any]:
@@ -43,11 +57,10 @@ def read_token(purpose: Purpose, token: str, *, max_age: int | None = None) -> d
         raise InvalidToken("This link is not valid.")
     try:
         if max_age is None:
-            payload = URLSafeSerializer(_secret(), salt=purpose.value).loads(token)
+            payload = _serializer(_secret(), purpose, False).loads(token)
         else:
-            payload = URLSafeTimedSerializer(_secret(), salt=purpose.value).loads(
-                token, max_age=max_age
-            )
+            timed = _serializer(_secret(), purpose, True)
+            payload = timed.loads(token, max_age=max_age)  # type: ignore[call-arg]
     except SignatureExpired:
         raise InvalidToken("This link has expired.", expired=True) from None
     except BadSignature:
@@ -55,3 +68,86 @@ def read_token(purpose: Purpose, token: str, *, max_age: int | None = None) -> d
     if not isinstance(payload, dict):
         raise InvalidToken("This link is not valid.")
     return payload
+
+
+# --- tracked links -----------------------------------------------------------------------
+# Every story link in an edition is BASE_URL/r/<token>, where the token binds reader,
+# edition and story. It must stay short (an edition has a dozen of them per reader) and
+# cheap to make (a hundred thousand readers per edition), so it is not itsdangerous JSON
+# but three varints and an 80-bit truncated HMAC-SHA256, base64url without padding.
+
+LINK_MAC_BYTES = 10
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+MAX_LINK_TOKEN_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class LinkClaims:
+    reader_id: int
+    edition_id: int
+    story_id: int
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varints(data: bytes, count: int) -> list[int] | None:
+    values: list[int] = []
+    value = shift = 0
+    for byte in data:
+        value |= (byte & 0x7F) << shift
+        if byte & 0x80:
+            shift += 7
+            if shift > 63:
+                return None
+            continue
+        values.append(value)
+        value = shift = 0
+    return values if len(values) == count and shift == 0 else None
+
+
+class LinkSigner:
+    """Signs and verifies tracked-link tokens with a key derived from SECRET_KEY."""
+
+    def __init__(self, secret: str) -> None:
+        key = hashlib.sha256(b"bsd-tracked-link\x00" + secret.encode()).digest()
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+
+    def sign(self, reader_id: int, edition_id: int, story_id: int) -> str:
+        payload = _varint(reader_id) + _varint(edition_id) + _varint(story_id)
+        mac = self._mac.copy()
+        mac.update(payload)
+        raw = payload + mac.digest()[:LINK_MAC_BYTES]
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def verify(self, token: str) -> LinkClaims:
+        if not token or len(token) > MAX_LINK_TOKEN_LENGTH or not _B64URL.fullmatch(token):
+            raise InvalidToken("This link is not valid.")
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (ValueError, binascii.Error):
+            raise InvalidToken("This link is not valid.") from None
+        payload, given = raw[:-LINK_MAC_BYTES], raw[-LINK_MAC_BYTES:]
+        mac = self._mac.copy()
+        mac.update(payload)
+        if len(raw) <= LINK_MAC_BYTES or not hmac.compare_digest(
+            mac.digest()[:LINK_MAC_BYTES], given
+        ):
+            raise InvalidToken("This link is not valid.")
+        values = _read_varints(payload, 3)
+        if values is None:
+            raise InvalidToken("This link is not valid.")
+        return LinkClaims(*values)
+
+
+def link_signer() -> LinkSigner:
+    return LinkSigner(_secret())

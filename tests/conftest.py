@@ -40,6 +40,7 @@ def require(condition: bool, reason: str) -> None:
 
 # --- databases ---------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("db") / "template.db"
@@ -83,6 +84,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 # --- mail --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def _smtp_server() -> Iterator[SmtpServer]:
     server = SmtpServer()
@@ -99,6 +101,7 @@ def smtp(_smtp_server: SmtpServer) -> Iterator[SmtpServer]:
 
 
 # --- the app -----------------------------------------------------------------------------
+
 
 def make_app(database_url: str, tmp_path: Path, smtp: SmtpServer, **overrides: Any) -> Flask:
     settings: dict[str, Any] = {
@@ -126,7 +129,9 @@ def app_settings() -> dict[str, Any]:
 
 
 @pytest.fixture
-def app(database_url: str, tmp_path: Path, smtp: SmtpServer, app_settings: dict[str, Any]) -> Iterator[Flask]:
+def app(
+    database_url: str, tmp_path: Path, smtp: SmtpServer, app_settings: dict[str, Any]
+) -> Iterator[Flask]:
     app = make_app(database_url, tmp_path, smtp, **app_settings)
     yield app
     app.extensions["db"].engine.dispose()
@@ -175,10 +180,13 @@ def links_in(message: Any, contains: str) -> list[str]:
 
 # --- the browser -------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     path = shutil.which("chromium")
-    require(path is not None, "browser tests need Debian's chromium package (apt-get install chromium)")
+    require(
+        path is not None, "browser tests need Debian's chromium package (apt-get install chromium)"
+    )
     return path  # type: ignore[return-value]
 
 
@@ -227,12 +235,16 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(database_url: str, tmp_path: Path, smtp: SmtpServer, app_settings: dict[str, Any]) -> Iterator[LiveServer]:
+def live_server(
+    database_url: str, tmp_path: Path, smtp: SmtpServer, app_settings: dict[str, Any]
+) -> Iterator[LiveServer]:
     """The app served over real HTTP, with BASE_URL pointing at it (for Chromium)."""
     from tests.smtp_server import free_port
 
     port = free_port()
-    app = make_app(database_url, tmp_path, smtp, BASE_URL=f"http://127.0.0.1:{port}", **app_settings)
+    app = make_app(
+        database_url, tmp_path, smtp, BASE_URL=f"http://127.0.0.1:{port}", **app_settings
+    )
     server = LiveServer(app, port)
     server.start()
     yield server

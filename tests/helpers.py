@@ -15,7 +15,9 @@ def path_of(link: str) -> str:
 def subscribe(client: FlaskClient, smtp: SmtpServer, email: str, timezone: str = "UTC") -> None:
     """Sign up and confirm through the emails, as a reader would."""
     before = len(smtp.messages_to(email))
-    client.post("/signup", data={"email": email, "timezone": timezone, "csrf_token": csrf_token(client)})
+    client.post(
+        "/signup", data={"email": email, "timezone": timezone, "csrf_token": csrf_token(client)}
+    )
     message = smtp.wait_for(email, count=before + 1)[-1]
     response = client.get(path_of(links_in(message, "/confirm/")[0]))
     assert response.status_code == 200
@@ -36,6 +38,8 @@ def sign_in(client: FlaskClient, smtp: SmtpServer, email: str) -> None:
     assert response.status_code == 303, response.get_data(as_text=True)
 
 
-def subscribed_and_signed_in(client: FlaskClient, smtp: SmtpServer, email: str, timezone: str = "UTC") -> None:
+def subscribed_and_signed_in(
+    client: FlaskClient, smtp: SmtpServer, email: str, timezone: str = "UTC"
+) -> None:
     subscribe(client, smtp, email, timezone)
     sign_in(client, smtp, email)

@@ -41,7 +41,14 @@ class Handler:
     rcpt_refusals: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]) -> str:  # noqa: E501
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:  # noqa: E501
         refusal = self.rcpt_refusals.get(address.lower())
         if refusal:
             return refusal
@@ -53,7 +60,11 @@ class Handler:
             if self.data_replies:
                 return self.data_replies.popleft()
             self.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content))
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.original_content or envelope.content),
+                )
             )
         return "250 2.0.0 Message accepted"
 
@@ -87,7 +98,9 @@ class SmtpServer:
             return list(self.handler.received)
 
     def messages_to(self, address: str) -> list[EmailMessage]:
-        return [r.message for r in self.received if address.lower() in (a.lower() for a in r.rcpt_tos)]
+        return [
+            r.message for r in self.received if address.lower() in (a.lower() for a in r.rcpt_tos)
+        ]
 
     def wait_for(self, address: str, count: int = 1, timeout: float = 10) -> list[EmailMessage]:
         deadline = time.monotonic() + timeout

@@ -29,7 +29,7 @@ class TestConfig:
         monkeypatch.setenv("NEWSLETTER_INSTANCE", str(tmp_path))
         first = Config.from_env({}).SECRET_KEY
         assert len(first) >= 32
-        assert Config.from_env({}).SECRET_KEY == first
+        assert first == Config.from_env({}).SECRET_KEY
         assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
     @pytest.mark.parametrize(
@@ -49,15 +49,27 @@ class TestConfig:
             Config.from_env({"NEWSLETTER_ENV": "production", "MAIL_URL": "smtp://relay"})
 
     def test_production_refuses_debug(self):
-        env = {"NEWSLETTER_ENV": "production", "SECRET_KEY": GOOD_SECRET, "FLASK_DEBUG": "1", "MAIL_URL": "smtp://relay"}
+        env = {
+            "NEWSLETTER_ENV": "production",
+            "SECRET_KEY": GOOD_SECRET,
+            "FLASK_DEBUG": "1",
+            "MAIL_URL": "smtp://relay",
+        }
         with pytest.raises(ConfigError, match="debug"):
             Config.from_env(env)
 
     def test_production_with_a_secret_starts(self):
-        env = {"NEWSLETTER_ENV": "production", "SECRET_KEY": GOOD_SECRET, "MAIL_URL": "smtp://relay"}
+        env = {
+            "NEWSLETTER_ENV": "production",
+            "SECRET_KEY": GOOD_SECRET,
+            "MAIL_URL": "smtp://relay",
+        }
         assert Config.from_env(env).production
 
-    @pytest.mark.parametrize(("name", "value"), [("FREE_STORIES_PER_MONTH", "ten"), ("TRIAL_DAYS", "-1"), ("RATE_LIMIT_PER_IP", "fast")])
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [("FREE_STORIES_PER_MONTH", "ten"), ("TRIAL_DAYS", "-1"), ("RATE_LIMIT_PER_IP", "fast")],
+    )
     def test_bad_values_are_clear_errors(self, tmp_path, monkeypatch, name, value):
         monkeypatch.setenv("NEWSLETTER_INSTANCE", str(tmp_path))
         with pytest.raises(ConfigError, match=name):
@@ -65,10 +77,18 @@ class TestConfig:
 
     def test_command_line_refuses_to_start_in_production_without_a_secret(self, tmp_path):
         env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "FLASK_DEBUG"}}
-        env.update(NEWSLETTER_ENV="production", MAIL_URL="smtp://relay", DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+        env.update(
+            NEWSLETTER_ENV="production",
+            MAIL_URL="smtp://relay",
+            DATABASE_URL=f"sqlite:///{tmp_path}/x.db",
+        )
         result = subprocess.run(
             [sys.executable, "-m", "newsletter", "db", "upgrade"],
-            env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60,
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
         )
         assert result.returncode == 1
         assert "SECRET_KEY must be set" in result.stderr

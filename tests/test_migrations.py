@@ -35,7 +35,10 @@ def test_db_upgrade_command_on_an_empty_database(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "newsletter", "db", "upgrade"],
         env={"PATH": "/usr/bin:/bin", "DATABASE_URL": url, "NEWSLETTER_INSTANCE": str(tmp_path)},
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "database is up to date" in result.stdout

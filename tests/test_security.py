@@ -46,14 +46,22 @@ class TestRateLimits:
 
     def test_per_address_limit_on_signup(self, client, smtp):
         token = csrf_token(client)
-        codes = [client.post("/signup", data={"email": "ann@example.com", "csrf_token": token}).status_code for _ in range(3)]
+        codes = [
+            client.post(
+                "/signup", data={"email": "ann@example.com", "csrf_token": token}
+            ).status_code
+            for _ in range(3)
+        ]
         assert codes == [200, 200, 429]
         other = client.post("/signup", data={"email": "bob@example.com", "csrf_token": token})
         assert other.status_code == 200
 
     def test_per_ip_limit_on_signup_counts_bad_input_too(self, client, session, smtp):
         token = csrf_token(client)
-        codes = [client.post("/signup", data={"email": f"x{n}", "csrf_token": token}).status_code for n in range(5)]
+        codes = [
+            client.post("/signup", data={"email": f"x{n}", "csrf_token": token}).status_code
+            for n in range(5)
+        ]
         assert codes == [400] * 5
         response = client.post("/signup", data={"email": "ann@example.com", "csrf_token": token})
         assert response.status_code == 429
@@ -63,18 +71,44 @@ class TestRateLimits:
 
     def test_per_address_limit_on_signin(self, client, smtp):
         token = csrf_token(client, "/signin")
-        codes = [client.post("/signin", data={"email": "ann@example.com", "csrf_token": token}).status_code for _ in range(3)]
+        codes = [
+            client.post(
+                "/signin", data={"email": "ann@example.com", "csrf_token": token}
+            ).status_code
+            for _ in range(3)
+        ]
         assert codes == [200, 200, 429]
 
     def test_limits_are_shared_between_app_instances(self, app, database_url, tmp_path, smtp):
         # Two app objects stand for two gunicorn workers: they share the database's counts.
         from tests.conftest import make_app
 
-        other = make_app(database_url, tmp_path, smtp, RATE_LIMIT_PER_IP="5/3600", RATE_LIMIT_PER_ADDRESS="2/3600")
+        other = make_app(
+            database_url,
+            tmp_path,
+            smtp,
+            RATE_LIMIT_PER_IP="5/3600",
+            RATE_LIMIT_PER_ADDRESS="2/3600",
+        )
         a, b = app.test_client(), other.test_client()
-        assert a.post("/signup", data={"email": "ann@example.com", "csrf_token": csrf_token(a)}).status_code == 200
-        assert b.post("/signup", data={"email": "ann@example.com", "csrf_token": csrf_token(b)}).status_code == 200
-        assert a.post("/signup", data={"email": "ann@example.com", "csrf_token": csrf_token(a)}).status_code == 429
+        assert (
+            a.post(
+                "/signup", data={"email": "ann@example.com", "csrf_token": csrf_token(a)}
+            ).status_code
+            == 200
+        )
+        assert (
+            b.post(
+                "/signup", data={"email": "ann@example.com", "csrf_token": csrf_token(b)}
+            ).status_code
+            == 200
+        )
+        assert (
+            a.post(
+                "/signup", data={"email": "ann@example.com", "csrf_token": csrf_token(a)}
+            ).status_code
+            == 429
+        )
         other.extensions["db"].engine.dispose()
 
 

@@ -29,7 +29,11 @@ def test_worker_runs_with_its_jobs_in_the_database(tmp_path):
     env = {**os.environ, "DATABASE_URL": url, "NEWSLETTER_INSTANCE": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "worker"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     engine = create_engine(url)
     try:

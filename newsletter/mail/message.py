@@ -20,18 +20,17 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from email.policy import SMTP
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.header import Header
+from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 
 from newsletter.db import utcnow
 
 HOLE = re.compile(r"@@([a-z][a-z0-9_:-]*)@@")
 QP_LINE = 76
+CRLF = "\r\n"
 
 # Per octet: itself when it may stand in quoted-printable as is, else its =XX escape.
-_QP = [
-    chr(b) if (33 <= b <= 126 and b != 61) or b in (9, 32) else f"={b:02X}" for b in range(256)
-]
+_QP = [chr(b) if (33 <= b <= 126 and b != 61) or b in (9, 32) else f"={b:02X}" for b in range(256)]
 _QP_PLAIN = re.compile(r"[!-<>-~]*")  # printable ASCII except "=", no spaces
 
 
@@ -102,7 +101,17 @@ def _split(text: str, in_body: bool) -> Iterable[bytes | tuple[str, bool]]:
 
 
 def _header(name: str, value: str) -> str:
-    return SMTP.fold(name, SMTP.header_factory(name, value))
+    """An unstructured header, folded at spaces and RFC 2047-encoded when not ASCII.
+
+    (The legacy `Header` folder round-trips exactly; `policy.SMTP.fold` can move a whole
+    long value to a continuation line, which parsers then read with a leading space.)
+    """
+    charset = "us-ascii" if value.isascii() else "utf-8"
+    return f"{name}: {Header(value, charset, header_name=name).encode(linesep=CRLF)}\r\n"
+
+
+def _from_header(mail_from: str) -> str:
+    return f"From: {formataddr(parseaddr(mail_from), charset='utf-8')}\r\n"
 
 
 def compose(
@@ -121,7 +130,7 @@ def compose(
     """
     boundary = f"=_bsd_{uuid.uuid4().hex}"
     headers = [
-        _header("From", mail_from),
+        _from_header(mail_from),
         f"To: {hole('to')}\r\n",
         _header("Subject", subject),
         f"Date: {hole('date')}\r\n",
@@ -136,7 +145,7 @@ def compose(
         ]
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n')
     part_head = (
-        "--{b}\r\nContent-Type: text/{sub}; charset=\"utf-8\"\r\n"
+        '--{b}\r\nContent-Type: text/{sub}; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
     )
     chunks: list[bytes | tuple[str, bool]] = []

@@ -40,6 +40,9 @@ class Reader(Base):
     unsubscribed_at: Mapped[datetime | None]
     confirmation_sent_at: Mapped[datetime | None]
     signin_sent_at: Mapped[datetime | None]
+    # Set when mail to the address was refused permanently (status becomes bounced).
+    suppressed_at: Mapped[datetime | None]
+    suppressed_reason: Mapped[str | None] = mapped_column(String(1000))
 
     consents: Mapped[list[Consent]] = relationship(
         back_populates="reader", order_by="Consent.id", cascade="all, delete-orphan"

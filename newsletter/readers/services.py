@@ -9,7 +9,7 @@ from functools import lru_cache
 from zoneinfo import available_timezones
 
 from email_validator import EmailNotValidError, validate_email
-from flask import current_app, url_for
+from flask import current_app
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
@@ -132,25 +132,32 @@ def _resend_allowed(last_sent: datetime | None, now: datetime) -> bool:
     return last_sent is None or now - last_sent >= interval
 
 
-def _external(endpoint: str, **values: object) -> str:
-    """An absolute URL on BASE_URL, whatever host the request came in on."""
-    return current_app.config["BASE_URL"] + url_for(endpoint, **values)
+def _external(path: str) -> str:
+    """An absolute URL on BASE_URL, whatever host a request came in on (and outside any
+    request: the worker sends email too)."""
+    return current_app.config["BASE_URL"] + path
 
 
 def confirmation_url(reader: Reader) -> str:
     token = make_token(Purpose.CONFIRM, {"r": reader.id, "e": reader.email_key})
-    return _external("readers.confirm", token=token)
+    return _external(f"/confirm/{token}")
 
 
 def signin_url(reader: Reader) -> str:
     token = make_token(Purpose.SIGNIN, {"r": reader.id, "n": reader.signin_nonce})
-    return _external("auth.signin_link", token=token)
+    return _external(f"/signin/{token}")
+
+
+def unsubscribe_url_for(reader_id: int, *, base_url: str, secret: str) -> str:
+    """Works outside an app context, for the send loop. Never expires: an unsubscribe
+    link in a year-old email must still work."""
+    token = make_token(Purpose.UNSUBSCRIBE, {"r": reader_id}, expires=False, secret=secret)
+    return f"{base_url}/unsubscribe/{token}"
 
 
 def unsubscribe_url(reader: Reader) -> str:
-    # Never expires: an unsubscribe link in a year-old email must still work.
-    token = make_token(Purpose.UNSUBSCRIBE, {"r": reader.id}, expires=False)
-    return _external("readers.unsubscribe", token=token)
+    cfg = current_app.config
+    return unsubscribe_url_for(reader.id, base_url=cfg["BASE_URL"], secret=cfg["SECRET_KEY"])
 
 
 def send_confirmation(session: Session, reader: Reader, now: datetime) -> bool:

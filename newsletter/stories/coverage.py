@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import current_app, has_app_context
 
-from newsletter.stories.models import Article, Bias, Outlet, Story
+from newsletter.stories.models import Article, Bias, Story
 
 DEFAULT_BLINDSPOT_MAX_SHARE = 0.2
 DEFAULT_BLINDSPOT_MIN_SOURCES = 3
@@ -111,7 +111,7 @@ def largest_remainder(counts: Sequence[int], total: int = 100) -> list[int]:
 
 
 def coverage(story: Story | Iterable[Article], rule: BlindspotRule | None = None) -> Coverage:
-    """Coverage of a story by political side.
+    """Coverage of a story (or of a list of articles) by political side.
 
     Each outlet counts once per story however many of its articles the story has, and
     it counts for the side its bias rating falls on: far left, left and lean left are
@@ -127,14 +127,19 @@ def coverage(story: Story | Iterable[Article], rule: BlindspotRule | None = None
     same for the right. A story both sides barely cover is not one side's blindspot, so
     its `blindspot` is None, as it is when too few rated outlets cover it to tell.
     """
-    rule = rule or BlindspotRule.current()
     articles = story.articles if isinstance(story, Story) else story
-    outlets: dict[str, Outlet] = {}
+    ratings: dict[str, Bias] = {}
     for article in articles:
-        outlets.setdefault(article.outlet.slug, article.outlet)
+        ratings.setdefault(article.outlet.slug, article.outlet.bias)
+    return coverage_of_ratings(ratings, rule)
+
+
+def coverage_of_ratings(ratings: Mapping[str, Bias], rule: BlindspotRule | None = None) -> Coverage:
+    """`coverage` from the bias of each distinct outlet, keyed by outlet slug."""
+    rule = rule or BlindspotRule.current()
     counts = dict.fromkeys(SIDES, 0)
-    for outlet in outlets.values():
-        side = side_of(outlet.bias)
+    for bias in ratings.values():
+        side = side_of(bias)
         if side is not None:
             counts[side] += 1
     rated = sum(counts.values())
@@ -153,7 +158,7 @@ def coverage(story: Story | Iterable[Article], rule: BlindspotRule | None = None
         left_pct=left_pct,
         center_pct=center_pct,
         right_pct=right_pct,
-        source_count=len(outlets),
+        source_count=len(ratings),
         blindspot=blindspot,
     )
 

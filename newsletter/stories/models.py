@@ -56,9 +56,7 @@ class Outlet(Base):
     name: Mapped[str] = mapped_column(String(OUTLET_NAME_MAX))
     url: Mapped[str | None] = mapped_column(String(URL_MAX))
     bias: Mapped[Bias] = mapped_column(str_enum(Bias), default=Bias.UNRATED)
-    factuality: Mapped[Factuality] = mapped_column(
-        str_enum(Factuality), default=Factuality.UNRATED
-    )
+    factuality: Mapped[Factuality] = mapped_column(str_enum(Factuality), default=Factuality.UNRATED)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

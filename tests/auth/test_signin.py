@@ -30,7 +30,12 @@ class TestSignin:
         path = request_signin_link(client, smtp, "ann@example.com")
         scanner = app.test_client()
         for _ in range(3):
-            assert scanner.get(path, headers={"User-Agent": "Mozilla/5.0 (compatible; SafeLinks)"}).status_code == 200
+            assert (
+                scanner.get(
+                    path, headers={"User-Agent": "Mozilla/5.0 (compatible; SafeLinks)"}
+                ).status_code
+                == 200
+            )
             scanner.head(path)
         response = client.post(path, data={"csrf_token": csrf_token(client, path)})
         assert response.status_code == 303
@@ -79,7 +84,10 @@ class TestSignin:
         client.post("/signup", data={"email": "ann@example.com", "csrf_token": csrf_token(client)})
         smtp.wait_for("ann@example.com")
         with time_machine.travel(utcnow() + timedelta(minutes=6)):
-            client.post("/signin", data={"email": "ann@example.com", "csrf_token": csrf_token(client, "/signin")})
+            client.post(
+                "/signin",
+                data={"email": "ann@example.com", "csrf_token": csrf_token(client, "/signin")},
+            )
         messages = smtp.wait_for("ann@example.com", count=2)
         assert messages[1]["Subject"] == "Confirm your Both Sides Daily subscription"
 
@@ -92,7 +100,12 @@ class TestSignin:
 
     def test_next_parameter_cannot_redirect_off_site(self, client, smtp):
         subscribe(client, smtp, "ann@example.com")
-        targets = ("https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)")
+        targets = (
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "javascript:alert(1)",
+        )
         for n, target in enumerate(targets):
             with time_machine.travel(utcnow() + timedelta(minutes=6 * n)):  # past the resend window
                 path = request_signin_link(client, smtp, "ann@example.com")

@@ -23,7 +23,11 @@ from tests.smtp_server import free_port
 
 SAMPLE_CONTEXT = {
     "confirm": {"confirm_url": "http://localhost/confirm/abc", "valid_hours": 72},
-    "signin": {"signin_url": "http://localhost/signin/abc", "valid_minutes": 30, "reason": "signin"},
+    "signin": {
+        "signin_url": "http://localhost/signin/abc",
+        "valid_minutes": 30,
+        "reason": "signin",
+    },
 }
 EMAIL_NAMES = sorted(SAMPLE_CONTEXT)
 
@@ -40,7 +44,9 @@ class TestEveryEmailThroughARealServer:
     @pytest.mark.parametrize("list_mail", [False, True])
     def test_accepted_with_the_required_structure(self, app, smtp, name, list_mail):
         unsubscribe = "http://localhost/unsubscribe/tok" if list_mail else None
-        deliver_now(app, name, "reader@example.com", SAMPLE_CONTEXT[name], unsubscribe_url=unsubscribe)
+        deliver_now(
+            app, name, "reader@example.com", SAMPLE_CONTEXT[name], unsubscribe_url=unsubscribe
+        )
         [received] = smtp.received
         check_wire_format(received.data)
         assert received.mail_from == "daily@bothsides.test"
@@ -66,7 +72,16 @@ class TestEveryEmailThroughARealServer:
     @pytest.mark.parametrize("name", EMAIL_NAMES)
     def test_css_is_inlined_and_html_is_small(self, app, name):
         with app.app_context():
-            rendered = render_email(name, {"base_url": "http://x", "postal_address": "", "product_name": "B", "unsubscribe_url": None, **SAMPLE_CONTEXT[name]})
+            rendered = render_email(
+                name,
+                {
+                    "base_url": "http://x",
+                    "postal_address": "",
+                    "product_name": "B",
+                    "unsubscribe_url": None,
+                    **SAMPLE_CONTEXT[name],
+                },
+            )
         assert 'style="' in rendered.html
         assert "<mj-" not in rendered.html
         assert len(rendered.html.encode()) < 102 * 1024
@@ -84,11 +99,19 @@ class TestEveryEmailThroughARealServer:
     def test_long_unbroken_html_is_still_within_line_limits(self):
         html = "<p>" + "word" * 2000 + "</p>"
         template = compose(
-            mail_from="A <a@b.test>", subject="s", text="é" * 3000, html=html, list_id="L <l.b.test>",
+            mail_from="A <a@b.test>",
+            subject="s",
+            text="é" * 3000,
+            html=html,
+            list_id="L <l.b.test>",
         )
         data = template.render(
-            {"to": "c@d.test", "date": now_header(), "message_id": "<1@b.test>",
-             "unsubscribe_url": "http://x/unsubscribe/" + "t" * 400}
+            {
+                "to": "c@d.test",
+                "date": now_header(),
+                "message_id": "<1@b.test>",
+                "unsubscribe_url": "http://x/unsubscribe/" + "t" * 400,
+            }
         )
         check_wire_format(data)
         parsed = BytesParser(policy=policy.default).parsebytes(data)
@@ -152,14 +175,25 @@ class TestTransportsFromUrl:
         ("url", "scheme", "host", "port", "user"),
         [
             ("smtp://mail.example.com", "smtp", "mail.example.com", 25, None),
-            ("smtp+starttls://u%40x:p%3Aw@relay.test:2525", "smtp+starttls", "relay.test", 2525, "u@x"),
+            (
+                "smtp+starttls://u%40x:p%3Aw@relay.test:2525",
+                "smtp+starttls",
+                "relay.test",
+                2525,
+                "u@x",
+            ),
             ("smtps://key:secret@smtp.test", "smtps", "smtp.test", 465, "key"),
         ],
     )
     def test_smtp_urls(self, tmp_path, url, scheme, host, port, user):
         transport = transport_from_url(url, outbox_dir=tmp_path)
         assert isinstance(transport, SmtpTransport)
-        assert (transport.scheme, transport.host, transport.port, transport.username) == (scheme, host, port, user)
+        assert (transport.scheme, transport.host, transport.port, transport.username) == (
+            scheme,
+            host,
+            port,
+            user,
+        )
 
     def test_bad_url_is_a_clear_config_error(self, tmp_path):
         from newsletter.errors import ConfigError
@@ -207,10 +241,36 @@ def test_outbox_is_not_served_in_production(database_url, tmp_path, smtp):
 
 class TestMessageTemplates:
     def test_holes_are_filled_per_recipient_and_decode_exactly(self):
-        html = '<p>Hello</p><a href="' + hole("link_1") + '">Read</a> ' + "x" * 300 + hole("count") + " left"
-        text = "Read: " + hole("link_1") + "\nYou have " + hole("count") + " free stories left. Ünïcode"
-        template = compose(mail_from="Both Sides Daily <daily@b.test>", subject="Top: ä; b; c", text=text, html=html, list_id="L <l.b.test>")
-        values = {"to": "ann@example.com", "date": now_header(), "message_id": "<m1@b.test>", "unsubscribe_url": "http://x/u/abc", "link_1": "http://x/r/AbC_-123", "count": "7"}
+        html = (
+            '<p>Hello</p><a href="'
+            + hole("link_1")
+            + '">Read</a> '
+            + "x" * 300
+            + hole("count")
+            + " left"
+        )
+        text = (
+            "Read: "
+            + hole("link_1")
+            + "\nYou have "
+            + hole("count")
+            + " free stories left. Ünïcode"
+        )
+        template = compose(
+            mail_from="Both Sides Daily <daily@b.test>",
+            subject="Top: ä; b; c",
+            text=text,
+            html=html,
+            list_id="L <l.b.test>",
+        )
+        values = {
+            "to": "ann@example.com",
+            "date": now_header(),
+            "message_id": "<m1@b.test>",
+            "unsubscribe_url": "http://x/u/abc",
+            "link_1": "http://x/r/AbC_-123",
+            "count": "7",
+        }
         data = template.render(values)
         check_wire_format(data)
         msg = BytesParser(policy=policy.default).parsebytes(data)
@@ -221,12 +281,21 @@ class TestMessageTemplates:
         # MIME's canonical line end is CRLF; the decoded text keeps it.
         plain = msg.get_body(("plain",)).get_content().replace("\r\n", "\n").rstrip()
         assert plain == "Read: http://x/r/AbC_-123\nYou have 7 free stories left. Ünïcode"
-        assert msg.get_body(("html",)).get_content().rstrip() == html.replace(hole("link_1"), "http://x/r/AbC_-123").replace(hole("count"), "7")
+        assert msg.get_body(("html",)).get_content().rstrip() == html.replace(
+            hole("link_1"), "http://x/r/AbC_-123"
+        ).replace(hole("count"), "7")
 
     def test_values_needing_encoding_still_decode(self):
-        template = compose(mail_from="a@b.test", subject="s", text="[" + hole("v") + "]", html="<p>" + hole("v") + "</p>")
+        template = compose(
+            mail_from="a@b.test",
+            subject="s",
+            text="[" + hole("v") + "]",
+            html="<p>" + hole("v") + "</p>",
+        )
         odd = "a=b é " + "long" * 40 + " "
-        data = template.render({"to": "c@d.test", "date": now_header(), "message_id": "<1@b>", "v": odd})
+        data = template.render(
+            {"to": "c@d.test", "date": now_header(), "message_id": "<1@b>", "v": odd}
+        )
         check_wire_format(data)
         msg = BytesParser(policy=policy.default).parsebytes(data)
         assert msg.get_body(("plain",)).get_content().rstrip("\r\n") == f"[{odd}]"
@@ -236,4 +305,7 @@ class TestMessageTemplates:
         assert max(len(line) for line in encoded.split("\r\n")) <= 76
         import quopri
 
-        assert quopri.decodestring(encoded.encode()).decode().replace("\r\n", "\n") == ("é" * 100 + " \t") * 5 + "\n" + "=" * 200
+        assert (
+            quopri.decodestring(encoded.encode()).decode().replace("\r\n", "\n")
+            == ("é" * 100 + " \t") * 5 + "\n" + "=" * 200
+        )

@@ -67,7 +67,9 @@ class TestAccount:
             ("7", "../../etc/passwd", "IANA name"),
         ],
     )
-    def test_bad_values_are_refused_and_nothing_changes(self, client, session, smtp, hour, tz, message):
+    def test_bad_values_are_refused_and_nothing_changes(
+        self, client, session, smtp, hour, tz, message
+    ):
         subscribed_and_signed_in(client, smtp, "ann@example.com")
         token = csrf_token(client, "/account")
         response = client.post(
@@ -110,7 +112,7 @@ class TestUnsubscribeLink:
             assert response.status_code == 200
             assert "<button" in response.get_data(as_text=True)
         client.head(path)
-        session.expire_all()
+        session.rollback()  # ends the read snapshot: see rows committed since
         assert session.scalar(select(Reader.status)) == ReaderStatus.CONFIRMED
 
     def test_one_click_post_unsubscribes_without_cookie_or_csrf(self, app, client, session, smtp):
@@ -121,7 +123,7 @@ class TestUnsubscribeLink:
         assert response.status_code == 200
         assert "Location" not in response.headers
         assert "Set-Cookie" not in response.headers
-        session.expire_all()
+        session.rollback()  # ends the read snapshot: see rows committed since
         assert session.scalar(select(Reader.status)) == ReaderStatus.UNSUBSCRIBED
         assert mail_client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
 
@@ -136,7 +138,7 @@ class TestUnsubscribeLink:
         path = self._link(app, session)
         with time_machine.travel(utcnow() + timedelta(days=800)):
             assert app.test_client().post(path).status_code == 200
-        session.expire_all()
+        session.rollback()  # ends the read snapshot: see rows committed since
         assert session.scalar(select(Reader.status)) == ReaderStatus.UNSUBSCRIBED
 
     def test_forged_token_is_refused(self, app, client, session, smtp):
@@ -144,5 +146,5 @@ class TestUnsubscribeLink:
         path = self._link(app, session)
         assert app.test_client().post(path[:-2] + "zz").status_code == 400
         assert app.test_client().post("/unsubscribe/1").status_code == 400
-        session.expire_all()
+        session.rollback()  # ends the read snapshot: see rows committed since
         assert session.scalar(select(Reader.status)) == ReaderStatus.CONFIRMED

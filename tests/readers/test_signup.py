@@ -71,7 +71,9 @@ class TestSignup:
 
     def test_opening_the_confirmation_twice_is_harmless(self, client, session, smtp):
         signup(client, "ann@example.com")
-        path = links_in(smtp.wait_for("ann@example.com")[0], "/confirm/")[0].removeprefix("http://localhost")
+        path = links_in(smtp.wait_for("ann@example.com")[0], "/confirm/")[0].removeprefix(
+            "http://localhost"
+        )
         assert client.get(path).status_code == 200
         assert client.get(path).status_code == 200
         assert session.scalar(select(func.count()).select_from(Consent)) == 2
@@ -97,7 +99,11 @@ class TestSignup:
         self, client, session, smtp
     ):
         signup(client, "ann@example.com")
-        client.get(links_in(smtp.wait_for("ann@example.com")[0], "/confirm/")[0].removeprefix("http://localhost"))
+        client.get(
+            links_in(smtp.wait_for("ann@example.com")[0], "/confirm/")[0].removeprefix(
+                "http://localhost"
+            )
+        )
         signup(client, "ann@example.com")
         messages = smtp.wait_for("ann@example.com", count=2)
         assert messages[1]["Subject"] == "You're already subscribed to Both Sides Daily"
@@ -134,7 +140,9 @@ HOSTILE = [
 
 class TestBadInput:
     @pytest.mark.parametrize(("email", "message"), HOSTILE)
-    def test_refused_with_a_clear_message_no_row_no_email(self, client, session, smtp, email, message):
+    def test_refused_with_a_clear_message_no_row_no_email(
+        self, client, session, smtp, email, message
+    ):
         response = signup(client, email)
         assert response.status_code == 400
         assert message in response.get_data(as_text=True).replace("&#39;", "'")
@@ -156,9 +164,13 @@ class TestBadInput:
 
 
 class TestConfirmationLinks:
-    def test_forged_link_gets_a_friendly_page_with_a_way_to_get_a_new_one(self, client, session, smtp):
+    def test_forged_link_gets_a_friendly_page_with_a_way_to_get_a_new_one(
+        self, client, session, smtp
+    ):
         signup(client, "ann@example.com")
-        link = links_in(smtp.wait_for("ann@example.com")[0], "/confirm/")[0].removeprefix("http://localhost")
+        link = links_in(smtp.wait_for("ann@example.com")[0], "/confirm/")[0].removeprefix(
+            "http://localhost"
+        )
         forged = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
         response = client.get(forged)
         assert response.status_code == 400
@@ -169,7 +181,9 @@ class TestConfirmationLinks:
 
     def test_expired_link_answers_410_and_confirms_nothing(self, client, session, smtp):
         signup(client, "ann@example.com")
-        link = links_in(smtp.wait_for("ann@example.com")[0], "/confirm/")[0].removeprefix("http://localhost")
+        link = links_in(smtp.wait_for("ann@example.com")[0], "/confirm/")[0].removeprefix(
+            "http://localhost"
+        )
         with time_machine.travel(utcnow() + timedelta(days=4)):
             response = client.get(link)
         assert response.status_code == 410

@@ -1,0 +1,1 @@
+"""Billing: plans, entitlement, and (later) Stripe."""

@@ -1,0 +1,1 @@
+"""Delivery: the per-recipient ledger and the send loop."""

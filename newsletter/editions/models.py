@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from sqlalchemy import Date, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from newsletter.billing.entitlement import Plan
+from newsletter.db import Base, str_enum, utcnow
+from newsletter.stories.models import Story
+
+
+class EditionStatus(StrEnum):
+    ASSEMBLED = "assembled"  # stories chosen and rendered; may still be re-assembled
+    SENDING = "sending"  # frozen: the first delivery was queued
+    SENT = "sent"  # every queued delivery reached a final state
+
+
+class Edition(Base):
+    """One day's email. `date` is the readers' local date it is for."""
+
+    __tablename__ = "editions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    date: Mapped[date] = mapped_column(Date, unique=True)
+    status: Mapped[EditionStatus] = mapped_column(
+        str_enum(EditionStatus), default=EditionStatus.ASSEMBLED
+    )
+    subject: Mapped[str] = mapped_column(String(300))
+    preheader: Mapped[str] = mapped_column(String(300))
+    word_count: Mapped[int]
+    reading_seconds: Mapped[int]
+    assembled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    send_started_at: Mapped[datetime | None]
+    send_finished_at: Mapped[datetime | None]
+
+    stories: Mapped[list[EditionStory]] = relationship(
+        back_populates="edition", order_by="EditionStory.position", cascade="all, delete-orphan"
+    )
+    variants: Mapped[list[EditionVariant]] = relationship(
+        back_populates="edition", cascade="all, delete-orphan"
+    )
+
+    @property
+    def frozen(self) -> bool:
+        return self.status != EditionStatus.ASSEMBLED
+
+    def variant(self, plan: Plan) -> EditionVariant:
+        for v in self.variants:
+            if v.plan == plan:
+                return v
+        raise KeyError(plan)
+
+    def __repr__(self) -> str:
+        return f"<Edition {self.date} {self.status}>"
+
+
+class EditionStory(Base):
+    __tablename__ = "edition_stories"
+    __table_args__ = (UniqueConstraint("edition_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    # Unique: a story goes out in one edition only, ever.
+    story_id: Mapped[int] = mapped_column(
+        ForeignKey("stories.id", ondelete="RESTRICT"), unique=True
+    )
+    position: Mapped[int]
+
+    edition: Mapped[Edition] = relationship(back_populates="stories")
+    story: Mapped[Story] = relationship(lazy="joined")
+
+
+class EditionVariant(Base):
+    """The edition rendered for one plan: MJML compiled and CSS inlined once, with holes
+    (`@@name@@`) for what differs per reader. Sending only fills the holes."""
+
+    __tablename__ = "edition_variants"
+    __table_args__ = (UniqueConstraint("edition_id", "plan"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    plan: Mapped[Plan] = mapped_column(str_enum(Plan))
+    subject: Mapped[str] = mapped_column(String(300))
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+
+    edition: Mapped[Edition] = relationship(back_populates="variants")

@@ -1,0 +1,1 @@
+"""Stories, their articles and the outlets that publish them: import and coverage."""
