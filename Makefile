@@ -16,10 +16,19 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(BIN)/newsletter db upgrade
+	$(BIN)/newsletter demo
 	$(BIN)/honcho start --no-prefix -f Procfile web worker
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks (bench/README.md): scripts with a baseline in the same run, not tests.
+# bench/send.py needs PostgreSQL (BENCH_DATABASE_URL; its schema is wiped) and
+# Postfix's smtp-sink (Debian: apt-get install -y postfix).
+BENCH_DATABASE_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test_h3
+bench: install
+	$(BIN)/python bench/render.py
+	$(BIN)/python bench/send.py --readers 20000 --database-url $(BENCH_DATABASE_URL)
 
 lint: install
 	$(BIN)/ruff check .

@@ -60,6 +60,8 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead of a clock
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
+    # No redirects invented by the router: "/r//evil" is a 404, not a 308 somewhere.
+    app.url_map.merge_slashes = False
     trusted = int(os.environ.get("TRUSTED_PROXIES", "0") or 0)
     if trusted:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted, x_proto=trusted)  # type: ignore[method-assign]
@@ -77,8 +79,23 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(readers_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(stories_api_bp)
+    from newsletter.tracking.views import bp as tracking_bp
+
+    app.register_blueprint(tracking_bp)
+    # The read confirmation carries a signed per-view token bound to the reader and story:
+    # that token, not a form CSRF token, is what proves the page asked for it.
+    csrf.exempt("newsletter.tracking.views.confirm_read")
     csrf.exempt("newsletter.readers.views.unsubscribe")  # RFC 8058 one-click POST
     csrf.exempt(stories_api_bp)  # bearer-token API: no cookies, so nothing to forge
+    from newsletter.billing.views import bp as billing_bp
+    from webhooks import bp as webhooks_bp
+
+    app.register_blueprint(billing_bp)
+    app.register_blueprint(webhooks_bp)
+    csrf.exempt(webhooks_bp)  # Stripe signs its webhooks; there is no form or cookie
+    from newsletter.admin.views import init_app as init_admin
+
+    init_admin(app)  # /admin: staff only; also makes emails use the published templates
     if not cfg.production:
         from newsletter.dev.views import bp as dev_bp
 

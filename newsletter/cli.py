@@ -30,6 +30,12 @@ def register_commands(app: Flask) -> None:
 
     app.cli.add_command(stories_group)
     app.cli.add_command(demo)
+    from newsletter.delivery.commands import edition_group
+
+    app.cli.add_command(edition_group)
+    from newsletter.billing.commands import stripe_group
+
+    app.cli.add_command(stripe_group)
 
 
 @click.group("db", help="Database schema.")

@@ -92,6 +92,10 @@ class Config:
     STRIPE_WEBHOOK_SECRET: str | None = None
     STRIPE_PRICE_ID: str | None = None
     STRIPE_API_BASE: str | None = None
+    # A past_due plan stays paid this many days after the failed payment, then is free.
+    BILLING_GRACE_DAYS: int = 3
+    # How the price reads on the paywall, the account page and billing emails.
+    PRICE_LABEL: str = "$5/month"
     # Token lifetimes, in seconds.
     CONFIRM_TOKEN_MAX_AGE: int = 3 * 24 * 3600
     SIGNIN_TOKEN_MAX_AGE: int = 30 * 60
@@ -101,6 +105,9 @@ class Config:
     RATE_LIMIT_PER_IP: str = "20/3600"
     RATE_LIMIT_PER_ADDRESS: str = "5/3600"
     SMTP_TIMEOUT: int = 30
+    # The edition: its reading budget and how far back stories may come from.
+    EDITION_READING_MINUTES: int = 5
+    EDITION_WINDOW_HOURS: int = 72
     OUTBOX_DIR: str = ""
     # A story is a blindspot for a side whose share of its rated outlets is below
     # BLINDSPOT_MAX_SHARE, once at least BLINDSPOT_MIN_SOURCES rated outlets cover it.
@@ -158,9 +165,13 @@ class Config:
             STRIPE_WEBHOOK_SECRET=env.get("STRIPE_WEBHOOK_SECRET") or None,
             STRIPE_PRICE_ID=env.get("STRIPE_PRICE_ID") or None,
             STRIPE_API_BASE=env.get("STRIPE_API_BASE") or None,
+            BILLING_GRACE_DAYS=_int(env, "BILLING_GRACE_DAYS", 3),
+            PRICE_LABEL=env.get("PRICE_LABEL", "$5/month"),
             RATE_LIMIT_PER_IP=env.get("RATE_LIMIT_PER_IP", cls.RATE_LIMIT_PER_IP),
             RATE_LIMIT_PER_ADDRESS=env.get("RATE_LIMIT_PER_ADDRESS", cls.RATE_LIMIT_PER_ADDRESS),
             SMTP_TIMEOUT=_int(env, "SMTP_TIMEOUT", 30, minimum=1),
+            EDITION_READING_MINUTES=_int(env, "EDITION_READING_MINUTES", 5, minimum=1),
+            EDITION_WINDOW_HOURS=_int(env, "EDITION_WINDOW_HOURS", 72, minimum=1),
             OUTBOX_DIR=env.get("OUTBOX_DIR", ""),
             BLINDSPOT_MAX_SHARE=_float(env, "BLINDSPOT_MAX_SHARE", 0.2, 0.0, 1.0),
             BLINDSPOT_MIN_SOURCES=_int(env, "BLINDSPOT_MIN_SOURCES", 3, minimum=1),

@@ -29,6 +29,10 @@ class Purpose(StrEnum):
     CONFIRM = "confirm"
     SIGNIN = "signin"
     UNSUBSCRIBE = "unsubscribe"
+    # The reading cookie set by a tracked link: may read stories, nothing else.
+    READING = "reading"
+    # One story page view, which the page's script sends back to charge the read.
+    READ_VIEW = "read-view"
 
 
 def _secret() -> str:

@@ -207,7 +207,16 @@ def browser_page(chromium_path: str) -> Iterator[Any]:
                 "--disable-sync",
             ],
         )
-        context = browser.new_context(timezone_id="America/Los_Angeles")
+        # A person's browser says "Chrome", not "HeadlessChrome" (which the app treats as
+        # a link scanner's headless browser).
+        version = browser.version.split(".")[0]
+        context = browser.new_context(
+            timezone_id="America/Los_Angeles",
+            user_agent=(
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                f"Chrome/{version}.0.0.0 Safari/537.36"
+            ),
+        )
         page = context.new_page()
         page.set_default_timeout(10_000)
         yield page

@@ -1,16 +1,35 @@
 """The one function that says what plan a reader is on.
 
 Everything that depends on the plan asks here: the meter, the account page, `/api/me`,
-and which edition variant a reader gets. Until Stripe billing lands, no reader has a
-subscription, so every reader is on the free plan.
+and which edition variant a reader gets. The plan comes from the reader's Stripe
+subscriptions as last read from Stripe (`newsletter.billing.models`):
+
+- `trialing` → trial; `active` → paid, also when it is set to cancel, until it ends;
+- `past_due` → still paid for `BILLING_GRACE_DAYS` (card trouble should not cut a
+  paying reader off at once), then free;
+- `unpaid`, `canceled`, `incomplete`, `incomplete_expired`, `paused`, anything else → free.
+
+A reader with several subscriptions gets the best plan among them.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
+from flask import current_app, has_app_context
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, object_session
+
+from newsletter.billing.models import BillingCustomer, BillingSubscription
+from newsletter.db import utcnow
 from newsletter.readers.models import Reader
+
+DEFAULT_GRACE_DAYS = 3
+# Statuses that can entitle a reader: the only rows the hot paths need to load.
+LIVE_STATUSES = ("trialing", "active", "past_due")
 
 
 class Plan(StrEnum):
@@ -19,9 +38,168 @@ class Plan(StrEnum):
     PAID = "paid"
 
 
+_RANK = {Plan.FREE: 0, Plan.TRIAL: 1, Plan.PAID: 2}
+
+
+def grace_period() -> timedelta:
+    days = DEFAULT_GRACE_DAYS
+    if has_app_context():
+        days = int(current_app.config.get("BILLING_GRACE_DAYS", DEFAULT_GRACE_DAYS))
+    return timedelta(days=days)
+
+
+def scheduled_end(sub: BillingSubscription) -> datetime | None:
+    """When a subscription set to cancel stops, or None when it renews."""
+    if sub.cancel_at is not None:
+        return sub.cancel_at
+    if sub.cancel_at_period_end:
+        return sub.current_period_end
+    return None
+
+
+def plan_for(sub: BillingSubscription, now: datetime, grace: timedelta | None = None) -> Plan:
+    """The entitlement rule for one subscription."""
+    if not sub.our_price:
+        return Plan.FREE
+    end = scheduled_end(sub)
+    if end is not None and now >= end:
+        # Stripe ends it at `end`; until its webhook arrives the reader is already free.
+        return Plan.FREE
+    match sub.status:
+        case "trialing":
+            return Plan.TRIAL
+        case "active":
+            return Plan.PAID
+        case "past_due":
+            since = sub.past_due_since or now
+            return Plan.PAID if now < since + (grace or grace_period()) else Plan.FREE
+        case _:
+            return Plan.FREE
+
+
+def best(
+    subs: Iterable[BillingSubscription], now: datetime
+) -> tuple[Plan, BillingSubscription | None]:
+    """The best plan among a reader's subscriptions, and the subscription giving it."""
+    grace = grace_period()
+    chosen: tuple[Plan, BillingSubscription | None] = (Plan.FREE, None)
+    for sub in subs:
+        plan = plan_for(sub, now, grace)
+        if _RANK[plan] > _RANK[chosen[0]]:
+            chosen = (plan, sub)
+    return chosen
+
+
+def _live_subscriptions(session: Session, reader_ids: Sequence[int]) -> list[BillingSubscription]:
+    return list(
+        session.scalars(
+            select(BillingSubscription)
+            .where(
+                BillingSubscription.reader_id.in_(reader_ids),
+                BillingSubscription.status.in_(LIVE_STATUSES),
+                BillingSubscription.our_price.is_(True),
+            )
+            # Rows are written with Core statements: never answer from stale objects.
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def _session_of(reader: Reader) -> Session | None:
+    session = object_session(reader)
+    if session is None and has_app_context():
+        from newsletter.db import db_session
+
+        session = db_session()
+    return session
+
+
 def plan_of(reader: Reader, now: datetime | None = None) -> Plan:
-    return Plan.FREE
+    session = _session_of(reader)
+    if session is None or reader.id is None:
+        return Plan.FREE
+    return best(_live_subscriptions(session, [reader.id]), now or utcnow())[0]
+
+
+def plans_of(session: Session, readers: Sequence[Reader], now: datetime) -> dict[int, Plan]:
+    """`plan_of` for many readers in one query (the send loop's per-batch need)."""
+    by_reader: dict[int, list[BillingSubscription]] = {}
+    ids = [r.id for r in readers]
+    for chunk in range(0, len(ids), 1000):
+        for sub in _live_subscriptions(session, ids[chunk : chunk + 1000]):
+            by_reader.setdefault(sub.reader_id, []).append(sub)
+    return {rid: best(by_reader.get(rid, ()), now)[0] for rid in ids}
 
 
 def trial_ends_at(reader: Reader) -> datetime | None:
-    return None
+    session = _session_of(reader)
+    if session is None or reader.id is None:
+        return None
+    plan, sub = best(_live_subscriptions(session, [reader.id]), utcnow())
+    return sub.trial_end if plan == Plan.TRIAL and sub is not None else None
+
+
+def had_trial(session: Session, reader_id: int) -> bool:
+    """One trial per reader: any subscription of theirs that ever had a trial counts."""
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    BillingSubscription.reader_id == reader_id,
+                    BillingSubscription.trial_start.is_not(None)
+                    | BillingSubscription.trial_end.is_not(None),
+                )
+            )
+        )
+    )
+
+
+@dataclass(frozen=True)
+class BillingStatus:
+    """What the account page shows about billing."""
+
+    plan: Plan
+    subscription: BillingSubscription | None
+    trial_ends_at: datetime | None
+    renews_at: datetime | None  # next charge, when the plan renews
+    cancels_at: datetime | None  # when a plan set to cancel stops
+    past_due: bool  # a payment failed; the plan lasts until `grace_ends_at`
+    grace_ends_at: datetime | None
+    has_customer: bool  # the portal has something to show
+    trial_available: bool  # checkout would include the free trial
+
+
+def billing_status(session: Session, reader: Reader, now: datetime | None = None) -> BillingStatus:
+    now = now or utcnow()
+    plan, sub = best(_live_subscriptions(session, [reader.id]), now)
+    has_customer = bool(
+        session.scalar(
+            select(
+                exists().where(
+                    BillingCustomer.reader_id == reader.id, BillingCustomer.deleted_at.is_(None)
+                )
+            )
+        )
+    )
+    trial_end = renews = cancels = grace_end = None
+    past_due = False
+    if sub is not None:
+        cancels = scheduled_end(sub)
+        if plan == Plan.TRIAL:
+            trial_end = sub.trial_end
+        if cancels is None:
+            renews = sub.trial_end if plan == Plan.TRIAL else sub.current_period_end
+        if sub.status == "past_due":
+            past_due = True
+            grace_end = (sub.past_due_since or now) + grace_period()
+    return BillingStatus(
+        plan=plan,
+        subscription=sub,
+        trial_ends_at=trial_end,
+        renews_at=renews,
+        cancels_at=cancels,
+        past_due=past_due,
+        grace_ends_at=grace_end,
+        has_customer=has_customer,
+        trial_available=not had_trial(session, reader.id),
+    )

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.billing.entitlement import Plan
@@ -24,6 +24,7 @@ FINAL_STATES = (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SUPPRESS
 
 # Rows still to do, written out literally (not as bound parameters) so that SQLite and
 # PostgreSQL both match it to the partial index below.
+PENDING_SQL = "state IN ('queued', 'sending')"
 
 
 class Delivery(Base):
@@ -33,6 +34,15 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("edition_id", "reader_id"),
         Index("ix_deliveries_edition_id_state", "edition_id", "state"),
+        # What senders claim from, in id order: only the rows still to do, so a claim
+        # never wades through the rows already sent.
+        Index(
+            "ix_deliveries_pending",
+            "edition_id",
+            "id",
+            postgresql_where=text(PENDING_SQL),
+            sqlite_where=text(PENDING_SQL),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

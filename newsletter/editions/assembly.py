@@ -65,7 +65,7 @@ def score(cov: Coverage, published_at: datetime, now: datetime) -> float:
 def candidates(
     session: Session, day: date, now: datetime, exclude_edition: int | None
 ) -> list[Candidate]:
-    window_hours = int(current_app.config.get("EDITION_WINDOW_HOURS", 72))
+    window_hours = int(current_app.config["EDITION_WINDOW_HOURS"])
     # Up to the end of the day, or now when assembling ahead (tomorrow's, for the readers
     # whose morning comes first).
     end = min(datetime.combine(day + timedelta(days=1), time(0), UTC), now)
@@ -121,7 +121,7 @@ def assemble(session: Session, day: date, *, now: datetime | None = None) -> Ass
     edition = session.scalar(select(Edition).where(Edition.date == day))
     if edition is not None and edition.frozen:
         return AssemblyResult(edition, created=False)
-    minutes = int(current_app.config.get("EDITION_READING_MINUTES", 5))
+    minutes = int(current_app.config["EDITION_READING_MINUTES"])
     found = candidates(session, day, now, edition.id if edition else None)
     picked = select_stories(found, minutes * WORDS_PER_MINUTE)
     if not picked:

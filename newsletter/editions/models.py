@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import Date, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.billing.entitlement import Plan
@@ -34,6 +34,9 @@ class Edition(Base):
     assembled_at: Mapped[datetime] = mapped_column(default=utcnow)
     send_started_at: Mapped[datetime | None]
     send_finished_at: Mapped[datetime | None]
+    # Set by staff to hold a send in progress: senders claim no more of its rows until it
+    # is cleared (rows already claimed finish). See `newsletter.delivery.sender`.
+    paused: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     stories: Mapped[list[EditionStory]] = relationship(
         back_populates="edition", order_by="EditionStory.position", cascade="all, delete-orphan"

@@ -1,21 +1,26 @@
 """Per-reader messages for an edition: fill the holes of the pre-built variant bytes.
 
 This is the hot path of a send: no Jinja, no MJML, no CSS inlining, no MIME encoding per
-reader, just a few HMACs and a byte join (see `bench/render.py`).
+reader, just a few HMACs and a byte join (see `bench/render.py`). Everything that is the
+same for every reader of the edition (templates, hole names, HMAC keys) is worked out
+once in `EditionMessages.__init__`; `render` only does what depends on the reader.
 """
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from flask import Flask
+from itsdangerous import URLSafeSerializer
+from itsdangerous.encoding import base64_encode
 
 from newsletter.billing.entitlement import Plan
 from newsletter.editions.models import Edition
 from newsletter.editions.rendering import link_hole
-from newsletter.mail.message import MessageTemplate, compose, stable_message_id
+from newsletter.mail.message import MessageIds, MessageTemplate, compose
 from newsletter.readers.services import unsubscribe_url_for
-from newsletter.tokens import LinkSigner
+from newsletter.tokens import LinkSigner, Purpose
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,45 @@ class Recipient:
     plan: Plan
     free_left: int = 0
     trial_days_left: int = 0
+
+
+class UnsubscribeUrls:
+    """`unsubscribe_url_for(reader_id, ...)`, byte for byte, at a fraction of the cost.
+
+    The token is what `make_token(Purpose.UNSUBSCRIBE, {"r": reader_id}, expires=False)`
+    makes (and `read_token(Purpose.UNSUBSCRIBE, token, max_age=None)` accepts): itsdangerous'
+    `URLSafeSerializer` output, base64url(compact JSON) "." base64url(HMAC). Done through
+    the serializer, each call re-derives the HMAC key, dumps JSON and tries zlib on it
+    (never smaller for a payload this short); here the key is derived once, from the same
+    itsdangerous signer, and each call copies a pre-keyed HMAC.
+
+    The shortcut checks itself against the real thing when made; should a future
+    itsdangerous change its format, it steps aside and the slow path is used.
+    """
+
+    def __init__(self, base_url: str, secret: str) -> None:
+        self.base_url = base_url
+        self.secret = secret
+        self.prefix = f"{base_url}/unsubscribe/"
+        signer = URLSafeSerializer(secret, salt=Purpose.UNSUBSCRIBE.value).make_signer()
+        self._sep = signer.sep
+        self._mac = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
+        self.fast = all(
+            self._fast(n) == unsubscribe_url_for(n, base_url=base_url, secret=secret)
+            for n in (1, 12345, 2**31 + 7)
+        )
+
+    def _fast(self, reader_id: int) -> str:
+        payload = base64_encode(b'{"r":%d}' % reader_id)  # compact JSON, as itsdangerous
+        mac = self._mac.copy()
+        mac.update(payload)
+        token = payload + self._sep + base64_encode(mac.digest())
+        return self.prefix + token.decode("ascii")
+
+    def __call__(self, reader_id: int) -> str:
+        if self.fast:
+            return self._fast(reader_id)
+        return unsubscribe_url_for(reader_id, base_url=self.base_url, secret=self.secret)
 
 
 class EditionMessages:
@@ -40,6 +84,11 @@ class EditionMessages:
         self.link_base = self.base_url + "/r/"
         self.story_ids = [es.story_id for es in edition.stories]
         self.signer = LinkSigner(self.secret)
+        self.unsubscribe_url = UnsubscribeUrls(self.base_url, self.secret)
+        # Stable per edition and reader: a message resent after a crash is the same message.
+        self.message_ids = MessageIds(self.secret, self.mail_from, "e", self.edition_id, "r")
+        # (hole name, story id) for each story link, named once rather than per reader.
+        self.links = [(link_hole(story_id), story_id) for story_id in self.story_ids]
         self.templates: dict[Plan, MessageTemplate] = {
             v.plan: compose(
                 mail_from=self.mail_from,
@@ -52,25 +101,21 @@ class EditionMessages:
         }
 
     def message_id(self, reader_id: int) -> str:
-        # Stable per edition and reader: a message resent after a crash is the same message.
-        return stable_message_id(self.secret, self.mail_from, "e", self.edition_id, "r", reader_id)
+        return self.message_ids.make(reader_id)
 
     def render(self, recipient: Recipient, date_header: str) -> tuple[str, bytes]:
         """(Message-ID, message bytes) for one reader."""
-        message_id = self.message_id(recipient.reader_id)
+        reader_id = recipient.reader_id
+        message_id = self.message_ids.make(reader_id)
         values = {
             "to": recipient.email,
             "date": date_header,
             "message_id": message_id,
             "free_left": str(recipient.free_left),
             "trial_days_left": str(recipient.trial_days_left),
+            "unsubscribe_url": self.unsubscribe_url(reader_id),
         }
-        values["unsubscribe_url"] = unsubscribe_url_for(
-            recipient.reader_id, base_url=self.base_url, secret=self.secret
-        )
-        sign = self.signer.sign
-        for story_id in self.story_ids:
-            values[link_hole(story_id)] = self.link_base + sign(
-                recipient.reader_id, self.edition_id, story_id
-            )
+        sign, edition_id, link_base = self.signer.sign, self.edition_id, self.link_base
+        for name, story_id in self.links:
+            values[name] = link_base + sign(reader_id, edition_id, story_id)
         return message_id, self.templates[recipient.plan].render(values)

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 from newsletter.billing.entitlement import Plan
 from newsletter.editions.models import Edition, EditionVariant
 from newsletter.mail.message import hole
-from newsletter.mail.render import render_email
 from newsletter.mail.sending import common_context
 from newsletter.stories.coverage import Coverage
 from newsletter.stories.models import Story
@@ -78,9 +77,19 @@ def edition_context(
 def render_variants(
     session: Session, edition: Edition, items: Sequence[tuple[Story, Coverage]]
 ) -> None:
-    """Compile MJML and inline CSS once per plan; store the results on the edition."""
-    for plan in Plan:
-        rendered = render_email("edition", edition_context(edition, items, plan))
+    """Compile MJML and inline CSS once per plan; store the results on the edition.
+
+    The template is the published version (see `newsletter.admin.templates`); should it
+    fail, every variant falls back to the last version that rendered well and the
+    failure is recorded against this edition for staff to see: the edition still goes.
+    """
+    from newsletter.admin.templates import render_for_send
+
+    plans = list(Plan)
+    contexts = [edition_context(edition, items, plan) for plan in plans]
+    for plan, rendered in zip(
+        plans, render_for_send(session, "edition", contexts, edition_id=edition.id), strict=True
+    ):
         edition.variants.append(
             EditionVariant(
                 plan=plan, subject=rendered.subject, html=rendered.html, text=rendered.text

@@ -19,7 +19,7 @@ import hmac
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 
@@ -31,7 +31,8 @@ CRLF = "\r\n"
 
 # Per octet: itself when it may stand in quoted-printable as is, else its =XX escape.
 _QP = [chr(b) if (33 <= b <= 126 and b != 61) or b in (9, 32) else f"={b:02X}" for b in range(256)]
-_QP_PLAIN = re.compile(r"[!-<>-~]*")  # printable ASCII except "=", no spaces
+# Printable ASCII except "=", no spaces: the octets that stand for themselves anywhere.
+_QP_PLAIN_BYTES = bytes(b for b in range(33, 127) if b != 61)
 
 
 def hole(name: str) -> str:
@@ -60,8 +61,17 @@ def qp_encode(text: str) -> str:
 
 def _qp_value(value: str) -> bytes:
     """A value for a hole in a body: encoded, then a soft break so the text runs on."""
-    if len(value) < QP_LINE and _QP_PLAIN.fullmatch(value):
-        return value.encode("ascii") + b"=\r\n"  # the common case: a URL or a number
+    if value.isascii():
+        data = value.encode("ascii")
+        if not data.translate(None, _QP_PLAIN_BYTES):
+            # The common case (a URL, a number): printable ASCII with nothing to escape.
+            # Its quoted-printable form is the value itself, cut every 75 characters by a
+            # soft break (75 + "=" = 76 octets): exactly what `qp_encode` would produce.
+            if len(data) < QP_LINE:
+                return data + b"=\r\n"
+            step = QP_LINE - 1
+            lines = [data[i : i + step] for i in range(0, len(data), step)]
+            return b"=\r\n".join(lines) + b"=\r\n"
     return qp_encode(value).encode("ascii") + b"=\r\n"
 
 
@@ -70,20 +80,41 @@ class MessageTemplate:
     """Pre-built message bytes with holes. `render` fills them; nothing is re-encoded."""
 
     chunks: tuple[bytes | tuple[str, bool], ...]  # literal bytes, or (hole name, in body)
+    # Derived once from `chunks` for `render`: the chunks with b"" where each hole goes,
+    # and per (name, in body) the positions it fills. A value used several times (a story
+    # link sits in the text part and twice in the HTML) is encoded once per message.
+    _parts: list[bytes] = field(init=False, repr=False, compare=False)
+    _slots: tuple[tuple[str, bool, tuple[int, ...]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        parts: list[bytes] = []
+        positions: dict[tuple[str, bool], list[int]] = {}
+        for chunk in self.chunks:
+            if isinstance(chunk, tuple):
+                positions.setdefault(chunk, []).append(len(parts))
+                parts.append(b"")
+            else:
+                parts.append(chunk)
+        slots = tuple((name, in_body, tuple(at)) for (name, in_body), at in positions.items())
+        object.__setattr__(self, "_parts", parts)  # frozen dataclass: set once, here
+        object.__setattr__(self, "_slots", slots)
 
     @property
     def holes(self) -> set[str]:
         return {c[0] for c in self.chunks if isinstance(c, tuple)}
 
     def render(self, values: Mapping[str, str]) -> bytes:
-        out: list[bytes] = []
-        for chunk in self.chunks:
-            if isinstance(chunk, bytes):
-                out.append(chunk)
-            else:
-                name, in_body = chunk
-                value = values[name]
-                out.append(_qp_value(value) if in_body else value.encode("ascii"))
+        """The message bytes with every hole filled from `values` (KeyError if one is
+        missing). This runs once per recipient: a list copy, one encoding per distinct
+        value, one join."""
+        out = self._parts.copy()
+        for name, in_body, positions in self._slots:
+            value = values[name]
+            data = _qp_value(value) if in_body else value.encode("ascii")
+            for i in positions:
+                out[i] = data
         return b"".join(out)
 
 
@@ -186,12 +217,27 @@ def new_message_id(mail_from: str) -> str:
     return make_msgid(domain=sender_domain(mail_from))
 
 
+class MessageIds:
+    """Stable Message-IDs for many messages sharing leading parts (e.g. an edition): the
+    same as `stable_message_id(secret, mail_from, *prefix, *rest)`, with the HMAC key
+    and the sender's domain worked out once rather than per message."""
+
+    def __init__(self, secret: str, mail_from: str, *prefix: object) -> None:
+        self._mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+        self._prefix = tuple(str(p) for p in prefix)
+        self._domain = sender_domain(mail_from)
+
+    def make(self, *rest: object) -> str:
+        key = ".".join((*self._prefix, *(str(p) for p in rest)))
+        mac = self._mac.copy()
+        mac.update(key.encode())
+        return f"<{key}.{mac.hexdigest()[:16]}@{self._domain}>"
+
+
 def stable_message_id(secret: str, mail_from: str, *parts: object) -> str:
     """The same Message-ID every time for the same parts (e.g. edition and reader), so a
     message resent after a crash can be recognised as the twin it is."""
-    key = ".".join(str(p) for p in parts)
-    digest = hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()[:16]
-    return f"<{key}.{digest}@{sender_domain(mail_from)}>"
+    return MessageIds(secret, mail_from).make(*parts)
 
 
 def now_header() -> str:

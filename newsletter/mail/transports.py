@@ -53,6 +53,38 @@ def _error_for(code: int, reply: bytes | str) -> DeliveryError:
     return cls(code, text)
 
 
+def _sendmail(conn: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> dict:
+    """`smtplib.SMTP.sendmail` for one recipient, with cheaper dot-stuffing.
+
+    smtplib runs a multi-line regex over every message to fix line ends and stuff dots,
+    about half a millisecond for an edition; our messages already end every line in CRLF
+    (`newsletter.mail.message`), so one `bytes.replace` does the same. Anything else
+    (a hand-made message with bare LFs) goes through smtplib's own path.
+    """
+    if data.count(b"\n") != data.count(b"\r\n"):
+        return conn.sendmail(sender, [recipient], data)
+    conn.ehlo_or_helo_if_needed()
+    code, reply = conn.mail(sender)
+    if code != 250:
+        raise smtplib.SMTPSenderRefused(code, reply, sender)
+    code, reply = conn.rcpt(recipient)
+    if code not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+    code, reply = conn.docmd("data")
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    payload = data.replace(b"\r\n.", b"\r\n..")
+    if payload.startswith(b"."):
+        payload = b"." + payload
+    if not payload.endswith(b"\r\n"):
+        payload += b"\r\n"
+    conn.send(payload + b".\r\n")
+    code, reply = conn.getreply()
+    if code != 250:
+        raise smtplib.SMTPDataError(code, reply)
+    return {}
+
+
 class SmtpTransport:
     """One reusable SMTP connection; reconnects when the server drops it."""
 
@@ -103,7 +135,7 @@ class SmtpTransport:
             if self._conn is None:
                 self._conn = self._connect()
             try:
-                refused = self._conn.sendmail(envelope_from, [recipient], data)
+                refused = _sendmail(self._conn, envelope_from, recipient, data)
             except smtplib.SMTPServerDisconnected as exc:
                 # A reused connection the server has since closed: reconnect once.
                 self._conn = None

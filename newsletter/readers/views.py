@@ -14,10 +14,12 @@ from flask import (
 )
 
 from newsletter.auth.session import current_reader, login_required
+from newsletter.billing.entitlement import billing_status, plan_of, trial_ends_at
 from newsletter.db import db_session
 from newsletter.errors import InvalidInput, InvalidToken
 from newsletter.readers import services
 from newsletter.readers.models import ReaderStatus
+from newsletter.tracking.meter import free_stories_left
 from newsletter.web import limit, request_info
 
 bp = Blueprint("readers", __name__)
@@ -25,7 +27,26 @@ bp = Blueprint("readers", __name__)
 
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
-    return render_template("index.html", consent_wording=services.CONSENT_WORDING)
+    return render_template(
+        "index.html", consent_wording=services.CONSENT_WORDING, latest=_latest_stories()
+    )
+
+
+def _latest_stories() -> list:  # type: ignore[type-arg]
+    """A taste of the product on the landing page: the newest stories and their coverage."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    from newsletter.stories.coverage import coverage
+    from newsletter.stories.models import Article, Story
+
+    stories = db_session().scalars(
+        select(Story)
+        .order_by(Story.published_at.desc())
+        .limit(6)
+        .options(selectinload(Story.articles).joinedload(Article.outlet))
+    )
+    return [(story, coverage(story)) for story in stories]
 
 
 @bp.post("/signup")
@@ -40,6 +61,7 @@ def signup():  # type: ignore[no-untyped-def]
             error=exc.message,
             email=raw[:254],
             consent_wording=services.CONSENT_WORDING,
+            latest=_latest_stories(),
         ), 400
     limit("signup", address)
     session = db_session()
@@ -87,6 +109,7 @@ def _account_page(error: str | None = None, status: int = 200):  # type: ignore[
         timezones=services.timezone_names(),
         hours=range(24),
         me=me_payload(reader),
+        billing=billing_status(db_session(), reader),  # type: ignore[arg-type]
         unsubscribe_url=services.unsubscribe_url(reader),
         error=error,
     ), status
@@ -142,15 +165,15 @@ def account_resubscribe():  # type: ignore[no-untyped-def]
 
 
 def me_payload(reader) -> dict:  # type: ignore[no-untyped-def]
-    """`/api/me`, as INTERFACE.md names it. Plan and meter arrive with billing and tracking."""
-    free = current_app.config["FREE_STORIES_PER_MONTH"]
+    """`/api/me`, as INTERFACE.md names it."""
+    trial_end = trial_ends_at(reader)
     return {
         "email": reader.email,
         "status": reader.status.value,
-        "plan": "free",
-        "free_stories_per_month": free,
-        "free_stories_left": free,
-        "trial_ends_at": None,
+        "plan": plan_of(reader).value,
+        "free_stories_per_month": current_app.config["FREE_STORIES_PER_MONTH"],
+        "free_stories_left": free_stories_left(db_session(), reader),
+        "trial_ends_at": trial_end.isoformat() if trial_end else None,
         "delivery_hour": reader.delivery_hour,
         "timezone": reader.timezone,
     }

@@ -309,3 +309,15 @@ class TestMessageTemplates:
             quopri.decodestring(encoded.encode()).decode().replace("\r\n", "\n")
             == ("é" * 100 + " \t") * 5 + "\n" + "=" * 200
         )
+
+
+def test_lines_starting_with_a_dot_arrive_intact(smtp):
+    text = ".hidden line\n..two dots\n.\nend"
+    template = compose(mail_from="a@b.test", subject="dots", text=text, html="<p>.x</p>")
+    data = template.render({"to": "c@d.test", "date": now_header(), "message_id": "<d@b.test>"})
+    transport = SmtpTransport(smtp.url, timeout=5)
+    transport.send_bytes("a@b.test", "c@d.test", data)
+    transport.close()
+    [received] = smtp.received
+    msg = BytesParser(policy=policy.default).parsebytes(received.data)
+    assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n").rstrip() == text

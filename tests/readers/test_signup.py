@@ -199,3 +199,13 @@ class TestConfirmationLinks:
             token = make_token(Purpose.SIGNIN, {"r": reader.id, "e": reader.email_key})
         assert client.get(f"/confirm/{token}").status_code == 400
         assert session.scalar(select(Reader.status)) == ReaderStatus.PENDING
+
+
+class TestLandingPage:
+    def test_shows_the_latest_stories_with_their_coverage(self, client, runner):
+        assert client.get("/").get_data(as_text=True).count("/stories/") == 0
+        assert runner.invoke(args=["demo"]).exit_code == 0
+        page = client.get("/").get_data(as_text=True)
+        assert "Latest stories" in page
+        assert page.count('href="/stories/') == 6
+        assert "sources · Left" in page

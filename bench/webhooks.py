@@ -1,0 +1,402 @@
+"""Stripe webhooks: 2,000 signed events (20% of them redeliveries) posted to the app.
+
+    .venv/bin/python bench/webhooks.py [--events 2000] [--duplicates 0.2]
+                                       [--database-url URL] [--wipe]
+
+1. Setup (not timed): a scratch database (a temporary SQLite file by default;
+   `--database-url postgresql+psycopg://…` for PostgreSQL, whose schema is dropped and made
+   again), one confirmed reader per subscription with the Stripe customer checkout left
+   stored, and the fake Stripe API (tests/billing/fake_stripe.py) in its own process,
+   holding those subscriptions: the API every handler re-reads from over HTTP.
+2. The stream: per subscription, checkout.session.completed, customer.subscription.created,
+   invoice.paid and invoice.payment_succeeded (every one re-reads the subscription), the
+   subscriptions interleaved; then redeliveries of earlier events put in at random later
+   places, until they are `--duplicates` of all posts. Each post is signed as Stripe signs
+   (`t=…,v1=…`, HMAC-SHA256) just before its phase.
+3. Both servers are `gunicorn -w 4 -k sync` on loopback, as in production (Procfile), and
+   get the same posts from the same client: CONNECTIONS threads, one short connection per
+   post as Stripe makes them, raw sockets and pre-built bytes so the client costs little.
+   - Baseline: a Flask app whose only route verifies the signature with the function the
+     app uses (webhooks.signature.verify_event). It runs before and after the app and
+     the mean is used, so a drift of the shared machine hits both sides.
+   - The app: the real `POST /webhooks/stripe` (`newsletter.app:create_app()`).
+4. Checks: each event id was processed by exactly one post and every other post of it was
+   answered "duplicate" (with concurrent posts, a redelivery may overtake its original);
+   the events table holds each id once; every subscription is stored as Stripe has it.
+
+Target (BENCHMARKS.md): ratio >= 0.3, every duplicate ignored. Prints the ratio last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+# The project first (its `webhooks` package, `tests.billing.fake_stripe`), then bench/
+# (`common`): also when gunicorn imports this file as `bench.webhooks` for the baseline.
+sys.path[:0] = [str(ROOT), str(BENCH)]
+
+from common import BenchError, say, scratch_database  # noqa: E402
+from flask import Flask, jsonify, request  # noqa: E402
+from sqlalchemy import create_engine, func, insert, select  # noqa: E402
+
+from newsletter.billing.gateway import PRICE_LOOKUP_KEY  # noqa: E402
+from newsletter.billing.models import (  # noqa: E402
+    BillingCustomer,
+    BillingSubscription,
+    StripeEvent,
+)
+from newsletter.readers.models import Reader, ReaderStatus  # noqa: E402
+from tests.billing.fake_stripe import FakeStripe, signed  # noqa: E402
+from webhooks.signature import BadWebhook, verify_event  # noqa: E402
+
+RATIO_TARGET = 0.3
+SECRET = "whsec_bench_secret"  # noqa: S105 (a test secret)
+PRICE_ID = "price_bench_monthly"
+TYPES_PER_SUBSCRIPTION = (
+    "checkout.session.completed",
+    "customer.subscription.created",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+)
+
+
+# --- setup -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stripe_state(count: int) -> tuple[FakeStripe, list[dict[str, Any]]]:
+    """Customers and subscriptions as Stripe holds them, and the events about them."""
+    fake = FakeStripe()
+    fake.add_price(PRICE_ID, lookup_key=PRICE_LOOKUP_KEY)
+    events_by_sub: list[list[dict[str, Any]]] = []
+    for n in range(count):
+        customer = fake.add_customer(f"reader{n}@bench.example", {"reader_id": str(n + 1)})
+        sub = fake.add_subscription(
+            customer["id"], PRICE_ID, trial_days=7 if n % 2 else None, metadata={}
+        )
+        invoice = fake.add_invoice(sub["id"], status="paid", amount=0 if n % 2 else 500)
+        checkout = {
+            "id": f"cs_bench_{n}",
+            "object": "checkout.session",
+            "mode": "subscription",
+            "status": "complete",
+            "customer": customer["id"],
+            "subscription": sub["id"],
+            "client_reference_id": str(n + 1),
+        }
+        objects = {
+            "checkout.session.completed": checkout,
+            "customer.subscription.created": sub,
+            "invoice.paid": invoice,
+            "invoice.payment_succeeded": invoice,
+        }
+        events_by_sub.append([fake.event(t, objects[t]) for t in TYPES_PER_SUBSCRIPTION])
+    # Interleave the subscriptions, keeping each one's own order.
+    stream: list[dict[str, Any]] = []
+    for step in range(len(TYPES_PER_SUBSCRIPTION)):
+        for events in events_by_sub:
+            stream.append(events[step])
+    return fake, stream
+
+
+def with_redeliveries(
+    stream: list[dict[str, Any]], total: int, rng: random.Random
+) -> list[dict[str, Any]]:
+    """`total` posts: the unique events, plus redeliveries each placed after its original."""
+    posts = list(stream)
+    while len(posts) < total:
+        original = rng.randrange(len(stream))
+        position = posts.index(stream[original])
+        posts.insert(rng.randrange(position + 1, len(posts) + 1), stream[original])
+    return posts
+
+
+def start_fake_stripe(fake: FakeStripe, tmp: str) -> tuple[subprocess.Popen[str], str]:
+    state = Path(tmp) / "stripe-state.json"
+    stores = ("customers", "prices", "subscriptions", "invoices")
+    state.write_text(json.dumps({name: getattr(fake, name) for name in stores}))
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.billing.fake_stripe", str(port), str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "listening" not in line:
+        process.kill()
+        raise BenchError(f"the fake Stripe API did not start: {line!r}")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def seed_readers(url: str, fake: FakeStripe) -> None:
+    engine = create_engine(url)
+    customers = list(fake.customers.values())
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Reader),
+            [
+                {
+                    "id": n + 1,
+                    "email": c["email"],
+                    "email_key": c["email"],
+                    "status": ReaderStatus.CONFIRMED,
+                }
+                for n, c in enumerate(customers)
+            ],
+        )
+        conn.execute(
+            insert(BillingCustomer),
+            [
+                {"reader_id": n + 1, "stripe_customer_id": c["id"], "email": c["email"]}
+                for n, c in enumerate(customers)
+            ],
+        )
+        if engine.dialect.name == "postgresql":
+            conn.execute(select(func.setval("readers_id_seq", len(customers))))
+    engine.dispose()
+
+
+# --- the servers and the client ----------------------------------------------------------
+
+WORKERS = 4
+THREADS = 8
+CONNECTIONS = 32
+
+
+def baseline_app() -> Flask:
+    """An endpoint that only verifies the signature, as the app's first step does."""
+    app = Flask("baseline")
+
+    @app.post("/webhooks/stripe")
+    def stripe_webhook():  # type: ignore[no-untyped-def]
+        try:
+            event = verify_event(
+                request.get_data(cache=False), request.headers.get("Stripe-Signature"), [SECRET]
+            )
+        except BadWebhook as exc:
+            return jsonify(error=str(exc)), 400
+        return jsonify(received=True, id=event["id"])
+
+    return app
+
+
+@contextmanager
+def gunicorn(name: str, app_spec: str, env: dict[str, str], log: Path) -> Iterator[int]:
+    """`gunicorn -w 4 -k gthread --threads 8` on a loopback port: the same for both."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "gunicorn",
+        "-w", str(WORKERS),
+        "-k", "gthread",
+        "--threads", str(THREADS),
+        "--bind", f"127.0.0.1:{port}",
+        "--log-level", "warning",
+        "--no-control-socket",
+        app_spec,
+    ]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise BenchError(
+                            f"the {name} server did not start:\n{log.read_text()[-3000:]}"
+                        ) from None
+                    time.sleep(0.2)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def build_requests(posts: list[dict[str, Any]]) -> list[bytes]:
+    """Each post as the bytes Stripe would send, signed now (300 s tolerance)."""
+    built = []
+    for event in posts:
+        payload, header = signed(event, SECRET)
+        body = payload.encode()
+        head = (
+            "POST /webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "User-Agent: Stripe/1.0 (+https://stripe.com/docs/webhooks)\r\n"
+            "Content-Type: application/json; charset=utf-8\r\n"
+            f"Stripe-Signature: {header}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        built.append(head.encode() + body)
+    return built
+
+
+def post_all(port: int, built: list[bytes]) -> tuple[float, list[tuple[int, bytes]]]:
+    """Send every request over CONNECTIONS threads; thread k sends k, k+n, k+2n, …"""
+    answers: list[tuple[int, bytes]] = [(0, b"")] * len(built)
+    errors: list[BaseException] = []
+
+    def send(k: int) -> None:
+        try:
+            for i in range(k, len(built), CONNECTIONS):
+                with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+                    sock.sendall(built[i])
+                    chunks = []
+                    while chunk := sock.recv(65536):
+                        chunks.append(chunk)
+                raw = b"".join(chunks)
+                head, _, body = raw.partition(b"\r\n\r\n")
+                answers[i] = (int(head.split(b" ", 2)[1]), body)
+        except BaseException as exc:  # reported below, after the other threads finish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(CONNECTIONS)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - started
+    if errors:
+        raise BenchError(f"client error: {errors[0]!r}")
+    for status, body in answers:
+        if status != 200:
+            raise BenchError(f"HTTP {status}: {body[:300]!r}")
+    return took, answers
+
+
+def check(
+    url: str, fake: FakeStripe, posts: list[dict[str, Any]], answers: list[tuple[int, bytes]]
+) -> int:
+    """Each id processed once, every other post of it a duplicate; Stripe's state stored."""
+    processed: dict[str, int] = {}
+    duplicates: dict[str, int] = {}
+    for event, (_, body) in zip(posts, answers, strict=True):
+        outcome = json.loads(body)["outcome"]
+        counter = duplicates if outcome == "duplicate" else processed
+        counter[event["id"]] = counter.get(event["id"], 0) + 1
+        if outcome != "duplicate" and not outcome.startswith("synced: "):
+            raise BenchError(f"{event['type']} {event['id']} was not processed: {outcome}")
+    posted: dict[str, int] = {}
+    for event in posts:
+        posted[event["id"]] = posted.get(event["id"], 0) + 1
+    for event_id, times in posted.items():
+        if processed.get(event_id) != 1 or duplicates.get(event_id, 0) != times - 1:
+            raise BenchError(
+                f"{event_id}: posted {times}x, processed {processed.get(event_id, 0)}x"
+            )
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        stored = conn.scalar(
+            select(func.count())
+            .select_from(StripeEvent)
+            .where(StripeEvent.event_id.in_(list(posted)))
+        )
+        rows = dict(
+            conn.execute(
+                select(BillingSubscription.stripe_subscription_id, BillingSubscription.status)
+            ).all()
+        )
+    engine.dispose()
+    if stored != len(posted):
+        raise BenchError(f"{stored} events stored for {len(posted)} distinct ids")
+    if rows != {sub_id: sub["status"] for sub_id, sub in fake.subscriptions.items()}:
+        raise BenchError("stored subscriptions differ from Stripe's")
+    return sum(duplicates.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=2000, help="posts in all")
+    parser.add_argument("--duplicates", type=float, default=0.2, help="share of redeliveries")
+    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    parser.add_argument("--wipe", action="store_true", help="let the bench reset that database")
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+
+    unique = round(args.events * (1 - args.duplicates))
+    subscriptions = max(1, unique // len(TYPES_PER_SUBSCRIPTION))
+    fake, stream = stripe_state(subscriptions)
+    posts = with_redeliveries(stream, args.events, random.Random(args.seed))
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp,
+        scratch_database(args.database_url, wipe=args.wipe) as url,
+    ):
+        seed_readers(url, fake)
+        backend = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+        say(
+            f"setup: {len(posts)} posts ({len(stream)} events about {subscriptions} "
+            f"subscriptions + {len(posts) - len(stream)} redeliveries), {backend}, "
+            f"gunicorn -w {WORKERS}, {CONNECTIONS} connections"
+        )
+        stripe_process, api_base = start_fake_stripe(fake, tmp)
+        env = {
+            **os.environ,
+            "NEWSLETTER_ENV": "development",
+            "NEWSLETTER_INSTANCE": tmp,
+            "DATABASE_URL": url,
+            "SECRET_KEY": "bench-" + "x" * 40,
+            "BASE_URL": "https://www.bothsidesdaily.com",
+            "OUTBOX_DIR": str(Path(tmp) / "outbox"),
+            "STRIPE_SECRET_KEY": "sk_test_bench",
+            "STRIPE_API_BASE": api_base,
+            "STRIPE_PRICE_ID": PRICE_ID,
+            "STRIPE_WEBHOOK_SECRET": SECRET,
+        }
+        logs = Path(tmp)
+        warmup = stripe_state(WORKERS * 8)[1]  # other ids: warms every worker, then ignored
+        try:
+            with gunicorn("baseline", "bench.webhooks:baseline_app()", env, logs / "b.log") as bp:
+                post_all(bp, build_requests(posts[:200]))
+                before, _ = post_all(bp, build_requests(posts))
+                with gunicorn("app", "newsletter.app:create_app()", env, logs / "a.log") as ap:
+                    post_all(ap, build_requests(warmup))
+                    took, answers = post_all(ap, build_requests(posts))
+                after, _ = post_all(bp, build_requests(posts))
+        finally:
+            stripe_process.terminate()
+            stripe_process.wait(10)
+        duplicates = check(url, fake, posts, answers)
+
+    base_rate = len(posts) / ((before + after) / 2)
+    rate = len(posts) / took
+    say(f"checks: {duplicates} redeliveries answered duplicate, each event processed once")
+    say(f"baseline (verify only): {base_rate:.0f} posts/s ({before:.2f} s, {after:.2f} s)")
+    ratio = rate / base_rate
+    say(
+        f"webhooks: {rate:.0f} posts/s vs baseline {base_rate:.0f} posts/s, ratio {ratio:.2f} "
+        f"(target >= {RATIO_TARGET})"
+    )
+    if ratio < RATIO_TARGET:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BenchError as exc:
+        say(f"error: {exc}")
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""The staff area: templates with versions, edition control, readers, dashboard, audit."""

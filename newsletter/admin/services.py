@@ -1,0 +1,375 @@
+"""Staff use cases: the audit log, edition control and reader care. They flush; the
+request commits."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import Flask, current_app
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from newsletter.admin.models import AuditEntry
+from newsletter.billing.entitlement import Plan, plan_of
+from newsletter.db import utcnow
+from newsletter.delivery.models import Delivery, DeliveryState
+from newsletter.editions.assembly import HEADER_FOOTER_WORDS, WORDS_PER_MINUTE
+from newsletter.editions.models import Edition, EditionStatus, EditionStory
+from newsletter.editions.personalize import EditionMessages, Recipient
+from newsletter.editions.rendering import link_hole, render_variants
+from newsletter.errors import InvalidInput, NotFound
+from newsletter.mail.message import HOLE, compose, envelope_sender, new_message_id, now_header
+from newsletter.mail.render import RenderedEmail
+from newsletter.mail.sending import open_transport
+from newsletter.readers.models import Reader, ReaderStatus
+from newsletter.readers.services import send_confirmation
+from newsletter.stories.coverage import coverage, reading_words
+from newsletter.stories.models import Article, Story
+from newsletter.tracking.models import Click
+
+# --- audit -------------------------------------------------------------------------------
+
+
+def audit(session: Session, staff: Reader, action: str, target: str = "", detail: str = "") -> None:
+    session.add(
+        AuditEntry(
+            staff_id=staff.id,
+            staff_email=staff.email,
+            action=action,
+            target=target[:200],
+            detail=detail,
+            at=utcnow(),
+        )
+    )
+    session.flush()
+
+
+def audit_entries(
+    session: Session, limit: int = 200, before: int | None = None
+) -> list[AuditEntry]:
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(AuditEntry.id < before)
+    return list(session.scalars(query))
+
+
+# --- editions ----------------------------------------------------------------------------
+
+
+def get_edition(session: Session, edition_id: int) -> Edition:
+    edition = session.scalar(
+        select(Edition)
+        .where(Edition.id == edition_id)
+        .options(
+            selectinload(Edition.stories)
+            .selectinload(EditionStory.story)
+            .selectinload(Story.articles)
+            .joinedload(Article.outlet),
+            selectinload(Edition.variants),
+        )
+    )
+    if edition is None:
+        raise NotFound("No such edition.")
+    return edition
+
+
+def recent_editions(session: Session, limit: int = 30) -> list[Edition]:
+    return list(session.scalars(select(Edition).order_by(Edition.date.desc()).limit(limit)))
+
+
+def next_edition(session: Session, now: datetime | None = None) -> Edition | None:
+    """The next edition to go out: the earliest not fully sent, from yesterday on (UTC;
+    for readers far west it is still yesterday)."""
+    since = (now or utcnow()).date() - timedelta(days=1)
+    return session.scalar(
+        select(Edition)
+        .where(Edition.status != EditionStatus.SENT, Edition.date >= since)
+        .order_by(Edition.date)
+        .limit(1)
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    edition_id: int
+    status: str
+    paused: bool
+    queued: int
+    sending: int
+    sent: int
+    failed: int
+    suppressed: int
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.sending + self.sent + self.failed + self.suppressed
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed + self.suppressed
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "edition_id": self.edition_id,
+            "status": self.status,
+            "paused": self.paused,
+            "queued": self.queued,
+            "sending": self.sending,
+            "sent": self.sent,
+            "failed": self.failed,
+            "suppressed": self.suppressed,
+            "total": self.total,
+            "done": self.done,
+        }
+
+
+def progress(session: Session, edition_ids: list[int]) -> dict[int, Progress]:
+    """Delivery counts by state for each edition, in one query."""
+    counts: dict[int, dict[str, int]] = {i: {} for i in edition_ids}
+    for edition_id, state, n in session.execute(
+        select(Delivery.edition_id, Delivery.state, func.count())
+        .where(Delivery.edition_id.in_(edition_ids))
+        .group_by(Delivery.edition_id, Delivery.state)
+    ):
+        counts[edition_id][DeliveryState(state).value] = n
+    found = {e.id: e for e in session.scalars(select(Edition).where(Edition.id.in_(edition_ids)))}
+    return {
+        i: Progress(
+            i,
+            found[i].status.value,
+            found[i].paused,
+            **{s.value: counts[i].get(s.value, 0) for s in DeliveryState},
+        )
+        for i in edition_ids
+        if i in found
+    }
+
+
+def _require_unsent(edition: Edition) -> None:
+    if edition.frozen:
+        raise InvalidInput(
+            "Sending has started for this edition: its stories can no longer change."
+        )
+
+
+def set_story_order(session: Session, edition: Edition, story_ids: list[int]) -> None:
+    """Keep exactly `story_ids`, in that order (a subset of the edition's stories: the
+    missing ones are dropped), then re-render every variant."""
+    _require_unsent(edition)
+    current = {es.story_id: es.story for es in edition.stories}
+    if not story_ids:
+        raise InvalidInput("An edition needs at least one story.")
+    if len(set(story_ids)) != len(story_ids) or not set(story_ids) <= set(current):
+        raise InvalidInput("Those stories are not all in this edition.")
+    stories = [current[i] for i in story_ids]
+    session.execute(delete(EditionStory).where(EditionStory.edition_id == edition.id))
+    edition.variants.clear()
+    session.flush()
+    session.expire(edition, ["stories"])
+    for position, story in enumerate(stories):
+        session.add(EditionStory(edition_id=edition.id, story_id=story.id, position=position))
+    words = HEADER_FOOTER_WORDS + sum(reading_words(s) for s in stories)
+    edition.word_count = words
+    edition.reading_seconds = math.ceil(words * 60 / WORDS_PER_MINUTE)
+    edition.subject = _shorten("; ".join(s.title for s in stories[:3]), 250)
+    edition.preheader = (
+        f"{len(stories)} stories, {math.ceil(words / WORDS_PER_MINUTE)} minutes: "
+        "how the left, center and right cover each."
+    )
+    session.flush()
+    rerender(session, edition, stories)
+
+
+def rerender(session: Session, edition: Edition, stories: list[Story] | None = None) -> None:
+    """Render the variants again (a story moved or dropped, a template published)."""
+    _require_unsent(edition)
+    if stories is None:
+        stories = [es.story for es in edition.stories]
+    edition.variants.clear()
+    session.flush()
+    render_variants(session, edition, [(s, coverage(s)) for s in stories])
+
+
+def rerender_unsent(session: Session) -> list[Edition]:
+    """Every edition not being sent yet, rendered again: after a template is published,
+    the next edition uses it even when it was assembled ahead."""
+    editions = list(
+        session.scalars(select(Edition).where(Edition.status == EditionStatus.ASSEMBLED))
+    )
+    for edition in editions:
+        rerender(session, get_edition(session, edition.id))
+    return editions
+
+
+def move_story(session: Session, edition: Edition, story_id: int, step: int) -> None:
+    order = [es.story_id for es in edition.stories]
+    if story_id not in order:
+        raise InvalidInput("That story is not in this edition.")
+    i = order.index(story_id)
+    j = max(0, min(len(order) - 1, i + step))
+    order.insert(j, order.pop(i))
+    set_story_order(session, edition, order)
+
+
+def drop_story(session: Session, edition: Edition, story_id: int) -> None:
+    set_story_order(
+        session, edition, [es.story_id for es in edition.stories if es.story_id != story_id]
+    )
+
+
+def set_paused(session: Session, edition: Edition, paused: bool) -> None:
+    if paused and edition.status != EditionStatus.SENDING:
+        raise InvalidInput("Only an edition that is being sent can be paused.")
+    edition.paused = paused
+    session.flush()
+
+
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+# --- readers -----------------------------------------------------------------------------
+
+
+def search_readers(session: Session, query: str, limit: int = 50) -> list[Reader]:
+    q = query.strip().lower()
+    stmt = select(Reader).order_by(Reader.email_key).limit(limit)
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(Reader.email_key.like(f"%{escaped}%", escape="\\"))
+    return list(session.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class ReaderFacts:
+    reader: Reader
+    plan: Plan
+    free_left: int
+    free_per_month: int
+    deliveries: list[Delivery]
+    clicks: list[tuple[Click, str]]  # click and story title
+
+
+def reader_facts(session: Session, reader_id: int, now: datetime | None = None) -> ReaderFacts:
+    from newsletter.tracking.meter import free_stories_left
+
+    reader = session.get(Reader, reader_id)
+    if reader is None:
+        raise NotFound("No such reader.")
+    now = now or utcnow()
+    deliveries = list(
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.reader_id == reader.id)
+            .options(selectinload(Delivery.edition))
+            .order_by(Delivery.id.desc())
+            .limit(30)
+        )
+    )
+    clicks = [
+        (click, title)
+        for click, title in session.execute(
+            select(Click, Story.title)
+            .join(Story, Story.id == Click.story_id)
+            .where(Click.reader_id == reader.id)
+            .order_by(Click.id.desc())
+            .limit(30)
+        )
+    ]
+    return ReaderFacts(
+        reader,
+        plan_of(reader, now),
+        free_stories_left(session, reader, now),
+        int(current_app.config["FREE_STORIES_PER_MONTH"]),
+        deliveries,
+        clicks,
+    )
+
+
+def resend_confirmation(session: Session, reader: Reader, now: datetime | None = None) -> bool:
+    if reader.status != ReaderStatus.PENDING:
+        raise InvalidInput("Only a reader waiting for confirmation can be sent a confirmation.")
+    return send_confirmation(session, reader, now or utcnow())
+
+
+def suppress(session: Session, reader: Reader, staff: Reader, reason: str) -> None:
+    """Stop every email to the reader (status `bounced`, as a hard bounce does)."""
+    if reader.status == ReaderStatus.BOUNCED:
+        raise InvalidInput("This reader is already suppressed.")
+    reason = " ".join(reason.split())[:500] or "no reason given"
+    reader.status = ReaderStatus.BOUNCED
+    reader.suppressed_at = utcnow()
+    reader.suppressed_reason = f"suppressed by {staff.email}: {reason}"
+    session.flush()
+
+
+def unsuppress(session: Session, reader: Reader) -> ReaderStatus:
+    """Lift a suppression: the reader goes back to where they were before it."""
+    if reader.status != ReaderStatus.BOUNCED:
+        raise InvalidInput("This reader is not suppressed.")
+    if reader.unsubscribed_at is not None:
+        reader.status = ReaderStatus.UNSUBSCRIBED
+    elif reader.confirmed_at is not None:
+        reader.status = ReaderStatus.CONFIRMED
+    else:
+        reader.status = ReaderStatus.PENDING
+    reader.suppressed_at = None
+    reader.suppressed_reason = None
+    session.flush()
+    return reader.status
+
+
+# --- test sends --------------------------------------------------------------------------
+
+
+def send_rendered_test(app: Flask, to: str, rendered: RenderedEmail, *, list_mail: bool) -> None:
+    """A test of a template version through the real mail path (compose, transport),
+    marked "[Test]" in the subject. Raises `DeliveryError` when the server refuses."""
+    cfg = app.config
+    template = compose(
+        mail_from=cfg["MAIL_FROM"],
+        subject=f"[Test] {rendered.subject}",
+        text=rendered.text,
+        html=rendered.html,
+        list_id=cfg["LIST_ID"] if list_mail else None,
+    )
+    values = {"to": to, "date": now_header(), "message_id": new_message_id(cfg["MAIL_FROM"])}
+    if list_mail:
+        values["unsubscribe_url"] = cfg["BASE_URL"] + "/account"
+    _send(app, to, template.render(values))
+
+
+def send_edition_test(app: Flask, edition: Edition, staff: Reader, plan: Plan) -> None:
+    """The edition exactly as a reader on `plan` gets it (the same pre-built variant and
+    per-reader holes), to the staff member's own address."""
+    messages = EditionMessages(app, edition)
+    free = int(app.config["FREE_STORIES_PER_MONTH"])
+    recipient = Recipient(
+        staff.id, staff.email, plan, free_left=free, trial_days_left=int(app.config["TRIAL_DAYS"])
+    )
+    _, data = messages.render(recipient, now_header())
+    _send(app, staff.email, data)
+
+
+def _send(app: Flask, to: str, data: bytes) -> None:
+    transport = open_transport(app)
+    try:
+        transport.send_bytes(envelope_sender(app.config["MAIL_FROM"]), to, data)
+    finally:
+        transport.close()
+
+
+def fill_preview_holes(edition: Edition, html: str, base_url: str, free: int, trial: int) -> str:
+    """A stored variant with its per-reader holes filled with stand-ins, for previewing."""
+    values = {
+        "free_left": str(free),
+        "trial_days_left": str(trial),
+        "unsubscribe_url": f"{base_url}/account",
+    }
+    for es in edition.stories:
+        values[link_hole(es.story_id)] = f"{base_url}/stories/{es.story.slug}"
+    return HOLE.sub(lambda m: values.get(m.group(1), m.group(0)), html)

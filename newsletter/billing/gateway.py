@@ -1,0 +1,237 @@
+"""Stripe, behind one small class: the only module that talks to Stripe's API.
+
+`StripeGateway` wraps a per-app `stripe.StripeClient` (never the library's global
+settings, so two apps in one process, e.g. tests, can point at two servers) and hands
+back plain dicts, which the services read like the JSON in Stripe's API reference.
+Reads go through the client's `raw_request`: the same requests, retries, API version and
+errors, without building typed objects that would only be turned back into dicts (the
+webhook handlers re-read a subscription for nearly every event).
+`STRIPE_API_BASE` points it at a test server (localstripe, or the tests' fake).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import stripe
+import urllib3
+from flask import Flask, current_app
+
+from newsletter.errors import NewsletterError
+
+# The price is found again by this key, so `newsletter stripe setup` can run twice.
+PRICE_LOOKUP_KEY = "both_sides_daily_monthly"
+# A fixed product id: Stripe lets us choose it, and it makes the product findable too.
+PRODUCT_ID = "both_sides_daily"
+PRODUCT_NAME = "Both Sides Daily"
+PRICE_AMOUNT = 500  # cents
+PRICE_CURRENCY = "usd"
+
+
+class BillingNotConfigured(NewsletterError):
+    status_code = 404
+
+    def __init__(self, message: str = "Billing is not configured on this site yet.") -> None:
+        super().__init__(message)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def is_not_found(exc: stripe.StripeError) -> bool:
+    return isinstance(exc, stripe.InvalidRequestError) and exc.http_status == 404
+
+
+class Urllib3Client(stripe.HTTPClient):
+    """stripe-python's transport on urllib3 directly (stripe-python supports pluggable
+    HTTP clients; its default goes through requests, whose per-call session, cookie and
+    environment handling was most of a webhook's CPU here). The library keeps doing
+    everything else: authentication, API version, idempotency keys, retries, errors.
+
+    One thread-safe pool of keep-alive connections; TLS verified against stripe-python's
+    certificate bundle; `HTTPS_PROXY` honoured, read once."""
+
+    name = "urllib3"
+
+    def __init__(self, timeout: float = 80, proxy: str | None = None) -> None:
+        super().__init__(verify_ssl_certs=True, proxy=proxy)
+        self._timeout = urllib3.Timeout(connect=30, read=timeout)
+        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": stripe.ca_bundle_path}
+        self._pool: urllib3.PoolManager = (
+            urllib3.ProxyManager(proxy, maxsize=10, **tls)
+            if proxy
+            else urllib3.PoolManager(maxsize=10, **tls)
+        )
+
+    def request(
+        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        try:
+            response = self._pool.request(
+                method.upper(),
+                url,
+                headers=dict(headers or {}),
+                body=post_data,
+                timeout=self._timeout,
+                retries=False,  # stripe-python retries, with its own backoff and rules
+                redirect=False,
+            )
+        except urllib3.exceptions.SSLError as exc:
+            raise stripe.APIConnectionError(
+                f"Could not verify Stripe's TLS certificate: {exc}", should_retry=False
+            ) from exc
+        except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ProtocolError,
+                urllib3.exceptions.NewConnectionError) as exc:  # fmt: skip
+            raise stripe.APIConnectionError(
+                f"Network error talking to Stripe: {exc}", should_retry=True
+            ) from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise stripe.APIConnectionError(
+                f"Error talking to Stripe: {exc}", should_retry=False
+            ) from exc
+        return response.data, response.status, response.headers
+
+    def request_stream(
+        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
+    ) -> tuple[Any, int, Mapping[str, str]]:
+        # Only file downloads stream; billing never asks for one.
+        raise NotImplementedError("streaming responses are not used here")
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+class StripeGateway:
+    def __init__(
+        self, secret_key: str, *, api_base: str | None = None, max_network_retries: int = 2
+    ) -> None:
+        proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or None
+        self.client = stripe.StripeClient(
+            secret_key,
+            base_addresses={"api": api_base.rstrip("/")} if api_base else None,
+            # Stripe's own advice: retry network errors with idempotency keys (the library
+            # adds them to POSTs), so a blip does not fail a checkout.
+            max_network_retries=max_network_retries,
+            http_client=Urllib3Client(proxy=proxy),
+        )
+
+    # --- customers -----------------------------------------------------------------------
+
+    def create_customer(
+        self, *, email: str, reader_id: int, idempotency_key: str
+    ) -> dict[str, Any]:
+        return _plain(
+            self.client.v1.customers.create(
+                params={"email": email, "metadata": {"reader_id": str(reader_id)}},
+                options={"idempotency_key": idempotency_key},
+            )
+        )
+
+    def _get(self, path: str, **params: Any) -> dict[str, Any]:
+        response = self.client.raw_request("get", path, **params)
+        return response.data  # type: ignore[no-any-return]
+
+    def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
+        """A deleted customer comes back as `{"id": …, "deleted": true}`."""
+        return self._get(f"/v1/customers/{quote(customer_id, safe='')}")
+
+    # --- subscriptions and invoices ------------------------------------------------------
+
+    def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
+        return self._get(f"/v1/subscriptions/{quote(subscription_id, safe='')}")
+
+    def list_subscriptions(self, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
+        """Every subscription that is not canceled or expired, a page at a time.
+
+        Not filtered by price in the request (localstripe does not support the filter);
+        the caller keeps the ones for our price."""
+        params: dict[str, Any] = {"limit": page_size}
+        while True:
+            page = self._get("/v1/subscriptions", **params)
+            data: list[dict[str, Any]] = page["data"]
+            yield data
+            if not page.get("has_more") or not data:
+                return
+            params = {"limit": page_size, "starting_after": data[-1]["id"]}
+
+    def retrieve_invoice(self, invoice_id: str) -> dict[str, Any]:
+        return self._get(f"/v1/invoices/{quote(invoice_id, safe='')}")
+
+    # --- checkout and portal -------------------------------------------------------------
+
+    def create_checkout_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        return _plain(self.client.v1.checkout.sessions.create(params=params))  # type: ignore[arg-type]
+
+    def retrieve_checkout_session(self, session_id: str) -> dict[str, Any]:
+        return self._get(f"/v1/checkout/sessions/{quote(session_id, safe='')}")
+
+    def expire_checkout_session(self, session_id: str) -> dict[str, Any]:
+        return _plain(self.client.v1.checkout.sessions.expire(session_id))
+
+    def create_portal_session(self, *, customer: str, return_url: str) -> dict[str, Any]:
+        return _plain(
+            self.client.v1.billing_portal.sessions.create(
+                params={"customer": customer, "return_url": return_url}
+            )
+        )
+
+    # --- set-up --------------------------------------------------------------------------
+
+    def find_price(self, lookup_key: str) -> dict[str, Any] | None:
+        page = self.client.v1.prices.list(
+            params={"lookup_keys": [lookup_key], "active": True, "limit": 1}
+        )
+        return _plain(page.data[0]) if page.data else None
+
+    def retrieve_product(self, product_id: str) -> dict[str, Any] | None:
+        try:
+            return _plain(self.client.v1.products.retrieve(product_id))
+        except stripe.StripeError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
+    def create_product(self, *, product_id: str, name: str) -> dict[str, Any]:
+        return _plain(self.client.v1.products.create(params={"id": product_id, "name": name}))
+
+    def create_price(
+        self, *, product: str, unit_amount: int, currency: str, lookup_key: str
+    ) -> dict[str, Any]:
+        return _plain(
+            self.client.v1.prices.create(
+                params={
+                    "product": product,
+                    "unit_amount": unit_amount,
+                    "currency": currency,
+                    "recurring": {"interval": "month"},
+                    "lookup_key": lookup_key,
+                    # Moves the key from an older price, so the key always names the
+                    # price new readers get.
+                    "transfer_lookup_key": True,
+                }
+            )
+        )
+
+
+def configured(app: Flask | None = None) -> bool:
+    """Whether readers can start a checkout: a secret key and a price to sell."""
+    cfg = (app or current_app).config
+    return bool(cfg.get("STRIPE_SECRET_KEY")) and bool(cfg.get("STRIPE_PRICE_ID"))
+
+
+def gateway(app: Flask | None = None) -> StripeGateway:
+    """The app's gateway; `BillingNotConfigured` without `STRIPE_SECRET_KEY`."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    existing = app.extensions.get("stripe_gateway")
+    if existing is not None:
+        return existing
+    key = app.config.get("STRIPE_SECRET_KEY")
+    if not key:
+        raise BillingNotConfigured()
+    made = StripeGateway(key, api_base=app.config.get("STRIPE_API_BASE"))
+    app.extensions["stripe_gateway"] = made
+    return made

@@ -1,0 +1,151 @@
+"""Delivery use cases: the one way to send an edition, whoever asks (CLI or worker).
+
+These are boundaries, like a request or a job: each commits the ledger rows it makes
+before any mail goes out (so a crash mid-send finds them), then runs the send loop,
+which owns its own transactions. Call them inside an app context.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import TypeVar
+
+from flask import Flask
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from newsletter.db import Database, utcnow
+from newsletter.delivery.ledger import DueDate, edition_for, enqueue_due, enqueue_now
+from newsletter.delivery.schedule import dates_starting_soon
+from newsletter.delivery.sender import SendProgress, SendReport, send_queued
+from newsletter.editions.assembly import NoStories, assemble
+from newsletter.editions.models import Edition
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _committed(db: Database, work: Callable[[Session], T]) -> T:
+    """Run `work` in its own transaction, retried (twice at most) when it collided with
+    another process: two assembling the same date at once (the loser's unique violation
+    finds the winner's edition), or, on SQLite, a writer that committed between this
+    transaction's reads and its first write."""
+    for attempt in range(3):
+        try:
+            with db.session() as session:
+                return work(session)
+        except (IntegrityError, OperationalError) as exc:
+            busy = isinstance(exc, OperationalError) and "locked" in str(exc.orig)
+            if attempt == 2 or not (busy or isinstance(exc, IntegrityError)):
+                raise
+            log.info("collided with another process (%s); retrying", exc.orig)
+    raise AssertionError("unreachable")
+
+
+# Past this many new rows, PostgreSQL's statistics are refreshed before sending.
+ANALYZE_AFTER = 1000
+
+
+def _refresh_statistics(db: Database, queued: int) -> None:
+    """Fresh statistics after a big enqueue. Autovacuum analyzes the table only after its
+    next nap; until then the planner may think `deliveries` or `readers` tiny and choose
+    scans that make every per-message ledger write several times slower (measured)."""
+    if db.is_postgres and queued >= ANALYZE_AFTER:
+        with db.engine.begin() as conn:
+            conn.execute(text("ANALYZE deliveries, readers"))
+
+
+@dataclass
+class NowRun:
+    day: date
+    edition_id: int
+    queued: int  # readers added to the edition's audience by this run
+    report: SendReport
+
+
+def send_now(
+    app: Flask,
+    day: date,
+    *,
+    progress: Callable[[SendProgress], None] | None = None,
+    wait: bool = True,
+) -> NowRun:
+    """Send the edition of `day` to every confirmed reader who has not had it (assembled
+    first if needed; raises `NoStories`). Safe to re-run: only what is left is sent."""
+    db: Database = app.extensions["db"]
+
+    def work(session: Session) -> tuple[int, int]:
+        edition = edition_for(session, day)
+        return edition.id, enqueue_now(session, edition)
+
+    edition_id, queued = _committed(db, work)
+    _refresh_statistics(db, queued)
+    report = send_queued(app, edition_id, progress=progress, wait=wait)
+    return NowRun(day, edition_id, queued, report)
+
+
+@dataclass
+class DueRun:
+    dates: list[DueDate] = field(default_factory=list)
+    report: SendReport = field(default_factory=SendReport)
+
+    @property
+    def no_stories(self) -> list[DueDate]:
+        return [d for d in self.dates if d.no_stories]
+
+
+def deliver_due(
+    app: Flask,
+    *,
+    day: date | None = None,
+    wait: bool = False,
+    progress: Callable[[SendProgress], None] | None = None,
+) -> DueRun:
+    """Queue the readers whose local delivery time has come (see `enqueue_due`), then
+    send everything queued. The worker runs this every minute."""
+    db: Database = app.extensions["db"]
+    dates = _committed(db, lambda session: enqueue_due(session, day=day))
+    _refresh_statistics(db, sum(d.queued for d in dates))
+    for due in dates:
+        if due.no_stories:
+            log.warning("%s: readers are due but %s", due.day, due.no_stories)
+        elif due.queued:
+            log.info("%s: queued %d readers", due.day, due.queued)
+    report = send_queued(app, None, progress=progress, wait=wait)
+    return DueRun(dates, report)
+
+
+@dataclass(frozen=True)
+class AheadResult:
+    day: date
+    outcome: str  # "assembled", "ready" (already there) or why there is none
+
+
+def assemble_ahead(app: Flask, *, now: datetime | None = None) -> list[AheadResult]:
+    """Make the edition of every local date that starts within two hours in some
+    reader's zone, so it is ready (and can be looked at) before the first reader's hour.
+    An edition that exists is left as it is. Should this miss one (downtime), delivery
+    assembles it on demand."""
+    db: Database = app.extensions["db"]
+    now = now or utcnow()
+    with db.session() as session:
+        days = sorted(dates_starting_soon(session, now))
+    results = []
+    for day in days:
+        try:
+            with db.session() as session:  # one date's lack of stories rolls back only itself
+                if session.scalar(select(Edition.id).where(Edition.date == day)) is not None:
+                    results.append(AheadResult(day, "ready"))
+                    continue
+                assemble(session, day, now=now)
+                results.append(AheadResult(day, "assembled"))
+        except NoStories as exc:
+            log.warning("%s", exc.message)
+            results.append(AheadResult(day, exc.message))
+        except IntegrityError:
+            results.append(AheadResult(day, "ready"))  # another worker made it just now
+    return results

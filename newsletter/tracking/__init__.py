@@ -1,0 +1,1 @@
+"""Tracked links, clicks, the monthly meter and paywall events."""

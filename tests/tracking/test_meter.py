@@ -1,0 +1,219 @@
+"""The meter: free stories per month, charged only when the page is really shown."""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+from sqlalchemy import select
+
+from newsletter.readers.models import Reader
+from newsletter.tracking.models import Event, EventKind, Read
+from tests.tracking.conftest import reads_count
+
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+_TOKEN = re.compile(r'data-view-token="([^"]+)"')
+
+
+def open_story(client, link: str):  # type: ignore[no-untyped-def]
+    """Follow a tracked link as a browser does; return the story page response."""
+    redirect = client.get(link, headers={"User-Agent": BROWSER_UA})
+    assert redirect.status_code == 302
+    return client.get(redirect.headers["Location"], headers={"User-Agent": BROWSER_UA})
+
+
+def confirm(client, page, slug: str):  # type: ignore[no-untyped-def]
+    """What story.js does once the page is visible."""
+    token = _TOKEN.search(page.get_data(as_text=True)).group(1)
+    return client.post(
+        f"/stories/{slug}/read", json={"token": token}, headers={"User-Agent": BROWSER_UA}
+    )
+
+
+def slug_of(response) -> str:  # type: ignore[no-untyped-def]
+    return response.request.path.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+def app_settings():  # type: ignore[no-untyped-def]
+    return {"FREE_STORIES_PER_MONTH": 3}
+
+
+class TestReading:
+    def test_free_story_is_shown_in_full_and_charged_on_confirmation(
+        self, client, sent_edition, session
+    ):
+        page = open_story(client, sent_edition.links["ann@example.com"][1])
+        html = page.get_data(as_text=True)
+        assert page.status_code == 200
+        assert "3 of 3 free stories left this month" in html
+        assert "Analysis" in html and "Articles (" in html
+        assert reads_count(session) == 0  # shown, not yet confirmed
+        result = confirm(client, page, slug_of(page))
+        assert result.json == {"charged": True, "allowed": True, "free_left": 2}
+        assert reads_count(session) == 1
+
+    def test_reopening_a_story_read_this_month_is_free(self, client, sent_edition, session):
+        link = sent_edition.links["ann@example.com"][0]
+        page = open_story(client, link)
+        confirm(client, page, slug_of(page))
+        again = open_story(client, link)
+        assert "2 of 3 free stories left this month" in again.get_data(as_text=True)
+        assert "data-view-token" not in again.get_data(as_text=True)
+        assert reads_count(session) == 1
+
+    def test_paywall_after_the_free_stories_with_the_seed_wording(
+        self, client, sent_edition, session
+    ):
+        links = sent_edition.links["ann@example.com"]
+        for link in links[:3]:
+            page = open_story(client, link)
+            assert confirm(client, page, slug_of(page)).json["charged"] is True
+        blocked = open_story(client, links[3])
+        html = blocked.get_data(as_text=True).replace("&#39;", "'")
+        assert "Subscribe to unlock this story" in html
+        assert (
+            "We really don't like cutting you off, but you've reached your monthly limit. At just "
+            "$5/month, subscriptions are how we keep this project going. Start your free 7-day "
+            "trial today!"
+        ) in html
+        assert "Get Started" in html and "Have an account? Sign in" in html
+        assert "Tracked story number" in html and "Overview of story" in html  # title + overview
+        assert "Articles (" not in html and "data-view-token" not in html
+        # An already-read story still opens in full.
+        assert "Articles (" in open_story(client, links[0]).get_data(as_text=True)
+        session.rollback()  # a fresh snapshot: see what the app committed
+        impressions = session.scalars(
+            select(Event).where(Event.kind == EventKind.PAYWALL_IMPRESSION)
+        ).all()
+        assert len(impressions) == 1
+        assert impressions[0].edition_id == sent_edition.edition.id
+
+    def test_a_confirmation_past_the_limit_is_refused(self, client, sent_edition, session):
+        links = sent_edition.links["ann@example.com"]
+        pages = [open_story(client, link) for link in links[:4]]  # all opened while 3 were left
+        results = [confirm(client, page, slug_of(page)) for page in pages]
+        assert [r.status_code for r in results] == [200, 200, 200, 402]
+        assert reads_count(session) == 3
+
+    def test_forged_or_foreign_view_tokens_charge_nothing(self, app, client, sent_edition, session):
+        page = open_story(client, sent_edition.links["ann@example.com"][0])
+        slug = slug_of(page)
+        assert client.post(f"/stories/{slug}/read", json={"token": "forged"}).status_code == 400
+        assert client.post(f"/stories/{slug}/read", data="nonsense").status_code == 400
+        stranger = app.test_client()  # Bob's browser replaying Ann's view token
+        open_story(stranger, sent_edition.links["bob@example.com"][0])
+        assert confirm(stranger, page, slug).status_code == 403
+        assert reads_count(session) == 0
+
+    def test_a_visitor_with_no_link_sees_the_overview_and_a_signup_call(self, client, sent_edition):
+        slug = sent_edition.edition.stories[0].story.slug
+        html = client.get(f"/stories/{slug}").get_data(as_text=True)
+        assert "Overview of story" in html
+        assert "Subscribe free" in html
+        assert "Articles (" not in html and "Subscribe to unlock" not in html
+
+    def test_unknown_story_is_404(self, client, sent_edition):
+        assert client.get("/stories/no-such-story").status_code == 404
+
+
+class TestStoryPage:
+    def test_page_from_the_seed(self, client, sent_edition):
+        # Story 1 has no Center coverage and no analyses, like the seed page.
+        pages = [
+            open_story(client, link).get_data(as_text=True)
+            for link in sent_edition.links["ann@example.com"]
+        ]
+        [html] = [p for p in pages if "<h1>Tracked story number 1</h1>" in p]
+        assert html.count("Analysis unavailable for this viewpoint.") == 3
+        assert "Articles (4)" in html
+        assert "Center (0)" in html
+        assert "No articles found in the Center category" in html
+        assert "Left (2)" in html and "Right (2)" in html
+        assert "FAQ" in html and "What is story 1?" in html
+        assert "History" in html and "<svg" in html
+        assert "Mostly factual" in html  # outlets' factuality
+
+    def test_readable_without_scripts_and_no_inline_script(self, client, sent_edition):
+        html = open_story(client, sent_edition.links["ann@example.com"][2]).get_data(as_text=True)
+        assert "<script>" not in html
+        assert 'style="' not in html  # the CSP allows no inline styles either
+
+
+class TestMonths:
+    def test_the_meter_resets_at_the_reader_s_own_month_boundary(
+        self, client, sent_edition, session
+    ):
+        reader = session.scalar(select(Reader).where(Reader.email == "ann@example.com"))
+        reader.timezone = "Pacific/Auckland"  # UTC+13 in November
+        session.commit()
+        links = sent_edition.links["ann@example.com"]
+        # 30 Nov 10:30 UTC is already 1 Dec 23:30 in Auckland.
+        with time_machine.travel(datetime(2026, 11, 30, 9, 0, tzinfo=UTC), tick=False):
+            for link in links[:3]:
+                page = open_story(client, link)
+                confirm(client, page, slug_of(page))
+            assert "Subscribe to unlock" in open_story(client, links[3]).get_data(as_text=True)
+        with time_machine.travel(datetime(2026, 11, 30, 11, 30, tzinfo=UTC), tick=False):
+            page = open_story(client, links[3])
+            assert "3 of 3 free stories left this month" in page.get_data(as_text=True)
+            assert confirm(client, page, slug_of(page)).json["free_left"] == 2
+        session.rollback()
+        assert sorted({r.month for r in session.scalars(select(Read))}) == ["2026-11", "2026-12"]
+
+
+def test_simultaneous_confirmations_never_exceed_the_limit(
+    app, sent_edition, session, database_url
+):
+    """Twenty confirmations at once for different stories, three free stories left (on
+    PostgreSQL row locks decide; on SQLite its single writer does)."""
+    import newsletter.stories.models as sm
+    from newsletter.stories.importing import import_stories
+    from tests.tracking.conftest import NOW, OUTLETS, story_doc
+
+    import_stories(
+        session, {"outlets": OUTLETS, "stories": [story_doc(n) for n in range(10, 30)]}, now=NOW
+    )
+    session.commit()
+    client = app.test_client()
+    open_story(client, sent_edition.links["ann@example.com"][0])  # the reading cookie
+    slugs = [
+        s.slug
+        for s in session.scalars(
+            select(sm.Story).where(
+                sm.Story.external_id.like("t1%") | sm.Story.external_id.like("t2%")
+            )
+        )
+    ]
+    slugs = [
+        s for s in slugs if s.startswith("tracked-story-number-") and int(s.rsplit("-", 1)[1]) >= 10
+    ][:20]
+    assert len(slugs) == 20
+    pages = {
+        slug: client.get(f"/stories/{slug}", headers={"User-Agent": BROWSER_UA}) for slug in slugs
+    }
+    cookie = client.get_cookie("bsd_reading").value
+    barrier = threading.Barrier(20)
+    statuses: list[int] = []
+
+    def go(slug: str) -> None:
+        own = app.test_client()
+        own.set_cookie("bsd_reading", cookie)
+        token = _TOKEN.search(pages[slug].get_data(as_text=True)).group(1)
+        barrier.wait()
+        statuses.append(
+            own.post(
+                f"/stories/{slug}/read", json={"token": token}, headers={"User-Agent": BROWSER_UA}
+            ).status_code
+        )
+
+    threads = [threading.Thread(target=go, args=(slug,)) for slug in slugs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) == [200] * 3 + [402] * 17
+    assert reads_count(session) == 3
