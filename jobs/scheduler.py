@@ -50,6 +50,8 @@ def run_worker(app: Flask) -> None:
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping the scheduler", signum)
+        if not scheduler.running:  # still starting: nothing to wind down
+            raise SystemExit(0)
         scheduler.shutdown(wait=True)
 
     signal.signal(signal.SIGTERM, stop)

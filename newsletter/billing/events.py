@@ -106,18 +106,30 @@ def event_subscription_id(event: Mapping[str, Any]) -> str | None:
 def process_event(session: Session, gw: StripeGateway, event: Mapping[str, Any]) -> str:
     """Record and handle one verified event. The caller commits.
 
-    A redelivery is usually turned away by a plain read. Otherwise the subscription is
-    read from Stripe first, outside any transaction, so no lock is held while waiting on
-    Stripe (SQLite's lock is the whole database's); then, in one transaction, the event
-    id is inserted (the insert, not the read, is what decides between two deliveries at
-    once) and the handler runs."""
-    if is_recorded(session, event["id"]):
-        return DUPLICATE
-    session.rollback()  # end that read: SQLite must take its write lock in a fresh one
+    The event id is inserted in the same transaction as the handler's changes; the
+    insert (primary key) is what decides between two deliveries at once. The event's
+    subscription is read from Stripe before any row of it is locked. How the two are
+    ordered depends on the database's locks:
+
+    - PostgreSQL: the insert first, so a redelivery costs one statement; the Stripe read
+      then waits under no lock anyone else needs (only this event id's).
+    - SQLite: its one lock covers the whole database, so it is never held while waiting
+      on Stripe: a plain read turns most redeliveries away, then Stripe is read, then
+      the insert takes the lock for a short transaction."""
     subscription_id = event_subscription_id(event)
-    fetched = services.fetch_subscription(gw, subscription_id) if subscription_id else None
-    if not record_event(session, event):
-        return DUPLICATE
+    if session.get_bind().dialect.name == "sqlite":
+        if is_recorded(session, event["id"]):
+            return DUPLICATE
+        # A read transaction cannot take the write lock once another writer has
+        # committed: end it before the insert.
+        session.rollback()
+        fetched = services.fetch_subscription(gw, subscription_id) if subscription_id else None
+        if not record_event(session, event):
+            return DUPLICATE
+    else:
+        if not record_event(session, event):
+            return DUPLICATE
+        fetched = services.fetch_subscription(gw, subscription_id) if subscription_id else None
     return handle_billing_webhook_event(session, gw, event, fetched)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from newsletter.billing.entitlement import Plan, plan_of
 from newsletter.billing.models import StripeEvent
 from newsletter.billing.services import reconcile
@@ -62,15 +60,22 @@ def test_missed_webhooks_heal(app, session, fake_stripe, smtp):
     assert len(smtp.messages_to("bob@example.com")) == 1
 
 
-def test_without_billing_the_job_is_a_no_op(monkeypatch, tmp_path):
+def test_the_worker_runs_it_daily(monkeypatch, tmp_path):
     import jobs.tasks
+    from jobs.scheduler import build_scheduler
+    from newsletter.app import create_app
 
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/w.db", "SECRET_KEY": "k" * 40})
+    [job] = [j for j in build_scheduler(app).get_jobs() if j.id == "reconcile_billing"]
+    assert str(job.trigger) == "cron[hour='3', minute='17']"
+    app.extensions["db"].engine.dispose()
+
+    # Without STRIPE_SECRET_KEY the job logs and returns: nothing to reach.
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/job.db")
     monkeypatch.setenv("NEWSLETTER_INSTANCE", str(tmp_path))
     monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
     jobs.tasks.job_app.cache_clear()
     try:
-        jobs.tasks.reconcile_billing()  # logs and returns; nothing to reach
+        jobs.tasks.reconcile_billing()
     finally:
         jobs.tasks.job_app.cache_clear()
-    assert select  # imported for the other test
