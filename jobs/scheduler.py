@@ -40,7 +40,14 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
     scheduler.add_job("jobs.tasks:deliver_due", "interval", minutes=1, id="deliver_due", replace_existing=True)  # noqa: E501
     scheduler.add_job("jobs.tasks:assemble_ahead", "interval", hours=1, id="assemble_ahead", replace_existing=True)  # noqa: E501
     # Billing: once a day, re-read Stripe so a missed webhook heals itself.
-    scheduler.add_job("jobs.tasks:reconcile_billing", "cron", hour=3, minute=17, id="reconcile_billing", replace_existing=True)  # noqa: E501
+    scheduler.add_job(
+        "jobs.tasks:reconcile_billing",
+        "cron",
+        hour=3,
+        minute=17,
+        id="reconcile_billing",
+        replace_existing=True,
+    )
     return scheduler
 
 

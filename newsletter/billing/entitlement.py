@@ -18,9 +18,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from flask import current_app, has_app_context
-from sqlalchemy import exists, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session, object_session
 
 from newsletter.billing.models import BillingCustomer, BillingSubscription
@@ -48,7 +49,20 @@ def grace_period() -> timedelta:
     return timedelta(days=days)
 
 
-def scheduled_end(sub: BillingSubscription) -> datetime | None:
+class SubscriptionState(Protocol):
+    """What the rule reads: a `BillingSubscription`, or a row of the columns below."""
+
+    reader_id: int
+    our_price: bool
+    status: str
+    trial_end: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    cancel_at: datetime | None
+    past_due_since: datetime | None
+
+
+def scheduled_end(sub: SubscriptionState) -> datetime | None:
     """When a subscription set to cancel stops, or None when it renews."""
     if sub.cancel_at is not None:
         return sub.cancel_at
@@ -57,7 +71,7 @@ def scheduled_end(sub: BillingSubscription) -> datetime | None:
     return None
 
 
-def plan_for(sub: BillingSubscription, now: datetime, grace: timedelta | None = None) -> Plan:
+def plan_for(sub: SubscriptionState, now: datetime, grace: timedelta | None = None) -> Plan:
     """The entitlement rule for one subscription."""
     if not sub.our_price:
         return Plan.FREE
@@ -77,12 +91,10 @@ def plan_for(sub: BillingSubscription, now: datetime, grace: timedelta | None = 
             return Plan.FREE
 
 
-def best(
-    subs: Iterable[BillingSubscription], now: datetime
-) -> tuple[Plan, BillingSubscription | None]:
+def best(subs: Iterable[SubscriptionState], now: datetime) -> tuple[Plan, SubscriptionState | None]:
     """The best plan among a reader's subscriptions, and the subscription giving it."""
     grace = grace_period()
-    chosen: tuple[Plan, BillingSubscription | None] = (Plan.FREE, None)
+    chosen: tuple[Plan, SubscriptionState | None] = (Plan.FREE, None)
     for sub in subs:
         plan = plan_for(sub, now, grace)
         if _RANK[plan] > _RANK[chosen[0]]:
@@ -90,19 +102,25 @@ def best(
     return chosen
 
 
-def _live_subscriptions(session: Session, reader_ids: Sequence[int]) -> list[BillingSubscription]:
-    return list(
-        session.scalars(
-            select(BillingSubscription)
-            .where(
-                BillingSubscription.reader_id.in_(reader_ids),
-                BillingSubscription.status.in_(LIVE_STATUSES),
-                BillingSubscription.our_price.is_(True),
-            )
-            # Rows are written with Core statements: never answer from stale objects.
-            .execution_options(populate_existing=True)
-        )
-    )
+_S = BillingSubscription.__table__
+_STATE = select(
+    _S.c.reader_id,
+    _S.c.our_price,
+    _S.c.status,
+    _S.c.trial_end,
+    _S.c.current_period_end,
+    _S.c.cancel_at_period_end,
+    _S.c.cancel_at,
+    _S.c.past_due_since,
+).where(_S.c.status.in_(LIVE_STATUSES), _S.c.our_price.is_(True))
+# Built once: a story page asks for every view, the send loop for every batch. Plain
+# rows, not entities: the rule only reads them.
+_LIVE_OF_ONE = _STATE.where(_S.c.reader_id == bindparam("reader_id"))
+_LIVE_OF_MANY = _STATE.where(_S.c.reader_id.in_(bindparam("reader_ids", expanding=True)))
+
+
+def _live_subscriptions(session: Session, reader_id: int) -> Sequence[SubscriptionState]:
+    return session.connection().execute(_LIVE_OF_ONE, {"reader_id": reader_id}).all()  # type: ignore[return-value]
 
 
 def _session_of(reader: Reader) -> Session | None:
@@ -118,16 +136,18 @@ def plan_of(reader: Reader, now: datetime | None = None) -> Plan:
     session = _session_of(reader)
     if session is None or reader.id is None:
         return Plan.FREE
-    return best(_live_subscriptions(session, [reader.id]), now or utcnow())[0]
+    return best(_live_subscriptions(session, reader.id), now or utcnow())[0]
 
 
 def plans_of(session: Session, readers: Sequence[Reader], now: datetime) -> dict[int, Plan]:
     """`plan_of` for many readers in one query (the send loop's per-batch need)."""
-    by_reader: dict[int, list[BillingSubscription]] = {}
+    by_reader: dict[int, list[SubscriptionState]] = {}
     ids = [r.id for r in readers]
+    connection = session.connection()
     for chunk in range(0, len(ids), 1000):
-        for sub in _live_subscriptions(session, ids[chunk : chunk + 1000]):
-            by_reader.setdefault(sub.reader_id, []).append(sub)
+        rows = connection.execute(_LIVE_OF_MANY, {"reader_ids": ids[chunk : chunk + 1000]})
+        for sub in rows:
+            by_reader.setdefault(sub.reader_id, []).append(sub)  # type: ignore[arg-type]
     return {rid: best(by_reader.get(rid, ()), now)[0] for rid in ids}
 
 
@@ -135,7 +155,7 @@ def trial_ends_at(reader: Reader) -> datetime | None:
     session = _session_of(reader)
     if session is None or reader.id is None:
         return None
-    plan, sub = best(_live_subscriptions(session, [reader.id]), utcnow())
+    plan, sub = best(_live_subscriptions(session, reader.id), utcnow())
     return sub.trial_end if plan == Plan.TRIAL and sub is not None else None
 
 
@@ -159,7 +179,7 @@ class BillingStatus:
     """What the account page shows about billing."""
 
     plan: Plan
-    subscription: BillingSubscription | None
+    subscription: SubscriptionState | None
     trial_ends_at: datetime | None
     renews_at: datetime | None  # next charge, when the plan renews
     cancels_at: datetime | None  # when a plan set to cancel stops
@@ -171,7 +191,7 @@ class BillingStatus:
 
 def billing_status(session: Session, reader: Reader, now: datetime | None = None) -> BillingStatus:
     now = now or utcnow()
-    plan, sub = best(_live_subscriptions(session, [reader.id]), now)
+    plan, sub = best(_live_subscriptions(session, reader.id), now)
     has_customer = bool(
         session.scalar(
             select(

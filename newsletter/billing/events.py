@@ -1,11 +1,12 @@
 """Stripe webhook events, once each: `process_event` records the event id, then
 `handle_billing_webhook_event` dispatches on its type to the services.
 
-The id is inserted first, in the same transaction as the work. A redelivery finds it
-and does nothing; two deliveries at once race on the primary key, and PostgreSQL makes
-the second insert wait for the first transaction: if that commits, the second is a
-duplicate; if it rolls back (the handler failed, the webhook answered 500), the second
-does the work. Nothing is half-written: the id and the changes commit together.
+The id is inserted in the same transaction as the work. A redelivery finds it and does
+nothing; two deliveries at once race on the primary key, and the database makes the
+second insert wait for the first transaction (PostgreSQL: that row; SQLite: its write
+lock): if the first commits, the second is a duplicate; if it rolls back (the handler
+failed, the webhook answered 500), the second does the work. Nothing is half-written:
+the id and the changes commit together, and emails go out only after that commit.
 """
 
 from __future__ import annotations

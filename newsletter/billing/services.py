@@ -3,18 +3,19 @@ daily reconciliation. Every entrypoint (the billing views, the webhook, the job,
 calls these; they `flush()` and never `commit()`.
 
 Subscriptions are never taken from a webhook's payload: `sync_subscription` re-reads the
-subscription from Stripe's API under a per-subscription lock, so whatever order events
-arrive in, the last sync writes Stripe's current state.
+subscription from Stripe's API and writes it under a per-subscription lock, keeping
+whichever read is newest, so whatever order events arrive in, the stored state ends as
+Stripe's current state. Stripe is read before the lock where the caller can (webhook,
+return from Checkout, reconciliation): nothing waits on Stripe while holding a lock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -601,28 +602,32 @@ def complete_checkout(
     session: Session, gw: StripeGateway, reader: Reader, checkout_session_id: str
 ) -> CheckoutResult:
     """`/billing/return`: sync what the Checkout Session made, as the webhook would (both
-    may run at once; the subscription lock orders them and either result is the same)."""
+    may run at once; the subscription lock orders them and either result is the same).
+
+    NotFound for someone else's checkout; the caller then rolls back what was synced."""
     try:
         checkout = gw.retrieve_checkout_session(checkout_session_id)
     except stripe.StripeError as exc:
         if is_not_found(exc):
             raise NotFound("We couldn't find that checkout.") from exc
         raise
+    subscription_id = stripe_id(checkout.get("subscription"))
+    row = None
+    if subscription_id:
+        fetched = fetch_subscription(gw, subscription_id)  # before any lock is taken
+        row = sync_subscription(session, gw, subscription_id, fetched=fetched)
+    # Checked after the sync, whose lock comes first in the transaction (see `lock`).
     mine = checkout.get("client_reference_id") == str(reader.id)
     customer_id = stripe_id(checkout.get("customer"))
     if not mine and customer_id:
-        mine = (
-            session.scalar(
-                select(BillingCustomer.reader_id).where(
-                    BillingCustomer.stripe_customer_id == customer_id
-                )
+        owner = session.scalar(
+            select(BillingCustomer.reader_id).where(
+                BillingCustomer.stripe_customer_id == customer_id
             )
-            == reader.id
         )
+        mine = owner == reader.id
     if not mine:
         raise NotFound("We couldn't find that checkout.")
-    subscription_id = stripe_id(checkout.get("subscription"))
-    row = sync_subscription(session, gw, subscription_id) if subscription_id else None
     return CheckoutResult(status=str(checkout.get("status") or ""), subscription=row)
 
 
@@ -764,7 +769,7 @@ def reconcile(db: Database, gw: StripeGateway, *, now: datetime | None = None) -
     Each subscription in its own short transaction: one failure is logged and counted,
     the rest carry on. Stripe's list (everything not canceled) finds subscriptions whose
     webhooks never arrived; our own live rows that it no longer lists (canceled since)
-    are re-read one by one."""
+    are re-read one by one. Stripe is always read before the transaction."""
     report = ReconcileReport()
     price_id = current_app.config.get("STRIPE_PRICE_ID")
     seen: set[str] = set()
@@ -783,9 +788,7 @@ def reconcile(db: Database, gw: StripeGateway, *, now: datetime | None = None) -
             if not data.for_price(price_id):
                 continue
             report.listed += 1
-            _reconcile_one(
-                db, report, data.id, partial(_apply_locked, gw=gw, obj=obj, at=fetched_at)
-            )
+            _reconcile_one(db, gw, report, data.id, Fetched(obj, fetched_at))
     with db.session() as session:
         stored = session.scalars(
             select(BillingSubscription.stripe_subscription_id).where(
@@ -795,9 +798,13 @@ def reconcile(db: Database, gw: StripeGateway, *, now: datetime | None = None) -
     for sub_id in stored:
         if sub_id not in seen:
             report.rechecked += 1
-            _reconcile_one(
-                db, report, sub_id, partial(sync_subscription, gw=gw, subscription_id=sub_id)
-            )
+            try:
+                fetched = fetch_subscription(gw, sub_id)
+            except stripe.StripeError:
+                log.exception("reconcile: subscription %s could not be read", sub_id)
+                report.failed.append(sub_id)
+                continue
+            _reconcile_one(db, gw, report, sub_id, fetched)
     with db.session() as session:
         cutoff = (now or utcnow()) - EVENT_RETENTION
         result = session.execute(delete(StripeEvent).where(StripeEvent.received_at < cutoff))
@@ -805,18 +812,8 @@ def reconcile(db: Database, gw: StripeGateway, *, now: datetime | None = None) -
     return report
 
 
-def _apply_locked(
-    session: Session, *, gw: StripeGateway, obj: Mapping[str, Any], at: datetime
-) -> BillingSubscription | None:
-    row = lock_subscription(session, str(obj["id"]))
-    return apply_subscription(session, gw, obj, row=row, fetched_at=at)
-
-
 def _reconcile_one(
-    db: Database,
-    report: ReconcileReport,
-    sub_id: str,
-    work: Callable[[Session], BillingSubscription | None],
+    db: Database, gw: StripeGateway, report: ReconcileReport, sub_id: str, fetched: Fetched
 ) -> None:
     try:
         with db.session() as session:
@@ -828,7 +825,7 @@ def _reconcile_one(
                 )
             )
             session.rollback()  # start the locked work in a fresh transaction (see `lock`)
-            after = _fingerprint(work(session))
+            after = _fingerprint(sync_subscription(session, gw, sub_id, fetched=fetched))
             if after is not None and after != before:
                 report.changed += 1
     except Exception:
