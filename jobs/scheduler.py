@@ -37,8 +37,12 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
         replace_existing=True,
     )
     # Deliveries: every minute to the readers whose hour has come; editions made ahead.
-    scheduler.add_job("jobs.tasks:deliver_due", "interval", minutes=1, id="deliver_due", replace_existing=True)  # noqa: E501
-    scheduler.add_job("jobs.tasks:assemble_ahead", "interval", hours=1, id="assemble_ahead", replace_existing=True)  # noqa: E501
+    scheduler.add_job(
+        "jobs.tasks:deliver_due", "interval", minutes=1, id="deliver_due", replace_existing=True
+    )  # noqa: E501
+    scheduler.add_job(
+        "jobs.tasks:assemble_ahead", "interval", hours=1, id="assemble_ahead", replace_existing=True
+    )  # noqa: E501
     # Billing: once a day, re-read Stripe so a missed webhook heals itself.
     scheduler.add_job(
         "jobs.tasks:reconcile_billing",
