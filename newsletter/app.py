@@ -11,7 +11,9 @@ from typing import Any
 
 from dotenv import load_dotenv
 from flask import Flask, jsonify, render_template, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -31,6 +33,26 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+_ALWAYS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+)
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the serializer made once per set of keys
+    instead of on every request (every request opens the session)."""
+
+    _made: tuple[tuple[Any, ...], URLSafeTimedSerializer | None] | None = None
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        keys = (app.secret_key, *(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        made = self._made
+        if made is None or made[0] != keys:
+            made = self._made = (keys, super().get_signing_serializer(app))
+        return made[1]
+
+
 def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     if os.environ.get("NEWSLETTER_ENV", "development") != "production":
         load_dotenv(override=False)
@@ -45,6 +67,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     )
     settings = asdict(cfg)
     settings.pop("extra")
+    app.session_interface = _SessionInterface()
     app.config.update(settings)
     app.config.update(cfg.extra)
     app.config.update(
@@ -79,9 +102,9 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(readers_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(stories_api_bp)
-    from newsletter.tracking.views import bp as tracking_bp
+    from newsletter.tracking.views import init_app as init_tracking
 
-    app.register_blueprint(tracking_bp)
+    init_tracking(app)
     # The read confirmation carries a signed per-view token bound to the reader and story:
     # that token, not a form CSRF token, is what proves the page asked for it.
     csrf.exempt("newsletter.tracking.views.confirm_read")
@@ -119,21 +142,24 @@ def _register_core(app: Flask) -> None:
             return jsonify(status="error", error="database unavailable"), 503
         return jsonify(status="ok")
 
+    hsts = app.config["SESSION_COOKIE_SECURE"]
+
     @app.after_request
     def security_headers(response):  # type: ignore[no-untyped-def]
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-        response.headers.setdefault(
-            "X-Frame-Options",
-            "DENY"
-            if "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
-            else "SAMEORIGIN",
-        )
-        if app.config["SESSION_COOKIE_SECURE"]:
-            response.headers.setdefault(
-                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
-            )
+        # Added where a view did not set its own; one pass over the headers, since
+        # werkzeug's `setdefault` scans them all for every header (every request pays).
+        headers = response.headers
+        present = {name.lower() for name, _ in headers}
+        if "content-security-policy" not in present:
+            headers.add("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        for name, value in _ALWAYS:
+            if name.lower() not in present:
+                headers.add(name, value)
+        if "x-frame-options" not in present:
+            framing = "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+            headers.add("X-Frame-Options", "DENY" if framing else "SAMEORIGIN")
+        if hsts and "strict-transport-security" not in present:
+            headers.add("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response
 
     @app.context_processor

@@ -127,6 +127,8 @@ class Config:
     SEND_RETRY_BASE_SECONDS: float = 60.0
     SEND_RETRY_MAX_SECONDS: float = 3600.0
     SEND_LEASE_SECONDS: float = 60.0
+    # Tracked-link clicks are buffered per process and written this often (clicklog.py).
+    CLICK_FLUSH_SECONDS: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -184,6 +186,7 @@ class Config:
             SEND_RETRY_BASE_SECONDS=_float(env, "SEND_RETRY_BASE_SECONDS", 60.0, 0.0, 86400.0),
             SEND_RETRY_MAX_SECONDS=_float(env, "SEND_RETRY_MAX_SECONDS", 3600.0, 0.0, 86400.0),
             SEND_LEASE_SECONDS=_float(env, "SEND_LEASE_SECONDS", 60.0, 0.1, 86400.0),
+            CLICK_FLUSH_SECONDS=_float(env, "CLICK_FLUSH_SECONDS", 1.0, 0.01, 60.0),
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():

@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import hmac
 import re
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -119,21 +120,32 @@ def _read_varints(data: bytes, count: int) -> list[int] | None:
     return values if len(values) == count and shift == 0 else None
 
 
-class LinkSigner:
-    """Signs and verifies tracked-link tokens with a key derived from SECRET_KEY."""
+class CompactSigner:
+    """Short tokens for a fixed number of non-negative integers: the varints, for a timed
+    token the second it was made, and an 80-bit truncated HMAC-SHA256 under a key derived
+    from the secret and a label (so one kind of token never passes for another);
+    base64url without padding. About a tenth of the CPU of an itsdangerous token, which
+    matters on the paths that make or check one per request (tracked redirects, reading
+    cookies, read confirmations)."""
 
-    def __init__(self, secret: str) -> None:
-        key = hashlib.sha256(b"bsd-tracked-link\x00" + secret.encode()).digest()
+    def __init__(self, secret: str, label: bytes, fields: int, *, timed: bool) -> None:
+        key = hashlib.sha256(label + b"\x00" + secret.encode()).digest()
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self._count = fields + (1 if timed else 0)
+        self.timed = timed
 
-    def sign(self, reader_id: int, edition_id: int, story_id: int) -> str:
-        payload = _varint(reader_id) + _varint(edition_id) + _varint(story_id)
+    def sign(self, *values: int, now: float | None = None) -> str:
+        if self.timed:
+            values = (*values, int(time.time() if now is None else now))
+        payload = b"".join(_varint(v) for v in values)
         mac = self._mac.copy()
         mac.update(payload)
         raw = payload + mac.digest()[:LINK_MAC_BYTES]
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
-    def verify(self, token: str) -> LinkClaims:
+    def verify(self, token: str, *, max_age: int | None = None) -> list[int]:
+        """The values signed (without the time); `InvalidToken` for anything else, and
+        for a timed token older than `max_age` seconds (or made in the future)."""
         if not token or len(token) > MAX_LINK_TOKEN_LENGTH or not _B64URL.fullmatch(token):
             raise InvalidToken("This link is not valid.")
         try:
@@ -147,11 +159,62 @@ class LinkSigner:
             mac.digest()[:LINK_MAC_BYTES], given
         ):
             raise InvalidToken("This link is not valid.")
-        values = _read_varints(payload, 3)
+        values = _read_varints(payload, self._count)
         if values is None:
             raise InvalidToken("This link is not valid.")
-        return LinkClaims(*values)
+        if self.timed:
+            made = values.pop()
+            age = time.time() - made
+            if max_age is not None and not -CLOCK_SKEW_SECONDS <= age <= max_age:
+                raise InvalidToken("This link has expired.", expired=True)
+        return values
+
+
+# A token made this many seconds "in the future" still passes (clocks of several servers).
+CLOCK_SKEW_SECONDS = 60
+
+
+class LinkSigner:
+    """Signs and verifies tracked-link tokens with a key derived from SECRET_KEY."""
+
+    def __init__(self, secret: str) -> None:
+        self._signer = CompactSigner(secret, b"bsd-tracked-link", 3, timed=False)
+
+    def sign(self, reader_id: int, edition_id: int, story_id: int) -> str:
+        return self._signer.sign(reader_id, edition_id, story_id)
+
+    def verify(self, token: str) -> LinkClaims:
+        return LinkClaims(*self._signer.verify(token))
+
+
+@lru_cache(maxsize=8)
+def _link_signer(secret: str) -> LinkSigner:
+    return LinkSigner(secret)
 
 
 def link_signer() -> LinkSigner:
-    return LinkSigner(_secret())
+    return _link_signer(_secret())
+
+
+# --- compact tokens for the reading paths -------------------------------------------------
+# The reading cookie (reader, edition) and the story page's per-view token (reader, story,
+# edition) are made or checked on every tracked redirect and read confirmation. An
+# edition of 0 stands for "none".
+
+_COMPACT_FIELDS = {Purpose.READING: 2, Purpose.READ_VIEW: 3}
+
+
+@lru_cache(maxsize=16)
+def _compact(secret: str, purpose: Purpose) -> CompactSigner:
+    label = b"bsd-" + purpose.value.encode()
+    return CompactSigner(secret, label, _COMPACT_FIELDS[purpose], timed=True)
+
+
+def make_compact(purpose: Purpose, *values: int | None, secret: str | None = None) -> str:
+    """`secret` defaults to the app's SECRET_KEY; pass it to sign outside an app context."""
+    return _compact(secret or _secret(), purpose).sign(*(v or 0 for v in values))
+
+
+def read_compact(purpose: Purpose, token: str, *, max_age: int) -> list[int | None]:
+    """The values of a valid, unexpired token, 0 given back as None."""
+    return [v or None for v in _compact(_secret(), purpose).verify(token, max_age=max_age)]

@@ -17,7 +17,7 @@ from newsletter.db import utcnow
 from newsletter.delivery.models import Delivery, DeliveryState
 from newsletter.editions.assembly import HEADER_FOOTER_WORDS, WORDS_PER_MINUTE
 from newsletter.editions.models import Edition, EditionStatus, EditionStory
-from newsletter.editions.personalize import EditionMessages, Recipient
+from newsletter.editions.personalize import EditionMessages, RecipientRow, recipient_values
 from newsletter.editions.rendering import link_hole, render_variants
 from newsletter.errors import InvalidInput, NotFound
 from newsletter.mail.message import HOLE, compose, envelope_sender, new_message_id, now_header
@@ -343,14 +343,16 @@ def send_rendered_test(app: Flask, to: str, rendered: RenderedEmail, *, list_mai
     _send(app, to, template.render(values))
 
 
-def send_edition_test(app: Flask, edition: Edition, staff: Reader, plan: Plan) -> None:
+def send_edition_test(
+    session: Session, app: Flask, edition: Edition, staff: Reader, plan: Plan
+) -> None:
     """The edition exactly as a reader on `plan` gets it (the same pre-built variant and
-    per-reader holes), to the staff member's own address."""
+    per-reader holes, filled by the send loop's `recipient_values` with the staff
+    member's own values: their free stories left, their trial's days left or 1), to the
+    staff member's own address."""
     messages = EditionMessages(app, edition)
-    free = int(app.config["FREE_STORIES_PER_MONTH"])
-    recipient = Recipient(
-        staff.id, staff.email, plan, free_left=free, trial_days_left=int(app.config["TRIAL_DAYS"])
-    )
+    row = RecipientRow(staff.id, staff.email, plan, staff.timezone)
+    recipient = recipient_values(session, [row], utcnow())[staff.id]
     _, data = messages.render(recipient, now_header())
     _send(app, staff.email, data)
 

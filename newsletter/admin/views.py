@@ -501,6 +501,7 @@ def edition_test(edition_id: int):  # type: ignore[no-untyped-def]
     try:
         plan = Plan(request.form.get("plan", "free"))
         services.send_edition_test(
+            session,
             current_app._get_current_object(),  # type: ignore[attr-defined]
             found,
             staff,

@@ -23,10 +23,16 @@ def sign_out() -> None:
     session.clear()
 
 
+def signed_in_reader_id() -> int | None:
+    """The signed-in reader's id, without loading the reader."""
+    reader_id = session.get("reader_id")
+    return reader_id if isinstance(reader_id, int) else None
+
+
 def current_reader() -> Reader | None:
     if "reader" not in g:
-        reader_id = session.get("reader_id")
-        g.reader = db_session().get(Reader, reader_id) if isinstance(reader_id, int) else None
+        reader_id = signed_in_reader_id()
+        g.reader = db_session().get(Reader, reader_id) if reader_id is not None else None
     return g.reader
 
 

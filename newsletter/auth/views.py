@@ -16,20 +16,23 @@ bp = Blueprint("auth", __name__)
 
 @bp.get("/signin")
 def signin():  # type: ignore[no-untyped-def]
-    return render_template("signin.html", next=safe_next(request.args.get("next"), ""))
+    return render_template("signin.html", next=services.signin_next(request.args.get("next")) or "")
 
 
 @bp.post("/signin")
 def signin_request():  # type: ignore[no-untyped-def]
     raw = request.form.get("email", "")
+    next_path = services.signin_next(request.form.get("next"))
     try:
         address = normalize_email(raw)
     except InvalidInput as exc:
         limit("signin", None)
-        return render_template("signin.html", error=exc.message, email=raw[:254]), 400
+        return render_template(
+            "signin.html", error=exc.message, email=raw[:254], next=next_path or ""
+        ), 400
     limit("signin", address)
     session = db_session()
-    services.request_signin(session, address)
+    services.request_signin(session, address, next_path=next_path)
     session.commit()
     return render_template("signin_sent.html", email=address)
 
@@ -38,27 +41,29 @@ def signin_request():  # type: ignore[no-untyped-def]
 def signin_link(token: str):  # type: ignore[no-untyped-def]
     # Only shows a button: a link scanner's GET must not use the link up.
     try:
-        reader = services.check_signin_token(db_session(), token)
+        link = services.check_signin_token(db_session(), token)
     except InvalidToken as exc:
         return render_template("link_problem.html", message=exc.message, kind="signin"), (
             410 if exc.expired else 400
         )
-    return render_template("signin_confirm.html", reader=reader, token=token)
+    return render_template("signin_confirm.html", reader=link.reader, token=token)
 
 
 @bp.post("/signin/<token>")
 def signin_consume(token: str):  # type: ignore[no-untyped-def]
     session = db_session()
     try:
-        reader = services.consume_signin_token(session, token)
+        link = services.consume_signin_token(session, token)
     except InvalidToken as exc:
         session.rollback()
         return render_template("link_problem.html", message=exc.message, kind="signin"), (
             410 if exc.expired else 400
         )
     session.commit()
-    sign_in(reader)
-    return redirect(safe_next(request.form.get("next")), 303)
+    sign_in(link.reader)
+    # Where the link was asked from, as signed into it (checked again here); a `next`
+    # in the form is not read: the link alone says where it leads.
+    return redirect(safe_next(link.next_path), 303)
 
 
 @bp.post("/signout")

@@ -14,14 +14,15 @@ A reader with several subscriptions gets the best plan among them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from flask import current_app, has_app_context
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import bindparam, exists, literal_column, select
 from sqlalchemy.orm import Session, object_session
 
 from newsletter.billing.models import BillingCustomer, BillingSubscription
@@ -103,16 +104,19 @@ def best(subs: Iterable[SubscriptionState], now: datetime) -> tuple[Plan, Subscr
 
 
 _S = BillingSubscription.__table__
-_STATE = select(
-    _S.c.reader_id,
-    _S.c.our_price,
-    _S.c.status,
-    _S.c.trial_end,
-    _S.c.current_period_end,
-    _S.c.cancel_at_period_end,
-    _S.c.cancel_at,
-    _S.c.past_due_since,
-).where(_S.c.status.in_(LIVE_STATUSES), _S.c.our_price.is_(True))
+# The columns the rule reads (`SubscriptionState`), and which rows can entitle anyone.
+SUBSCRIPTION_STATE = (
+    "our_price", "status", "trial_end", "current_period_end", "cancel_at_period_end",
+    "cancel_at", "past_due_since",
+)  # fmt: skip
+# The statuses as literals (our constants): a list would be a parameter expanded anew at
+# every execution, which costs the read confirmation more than its query does.
+LIVE_SUBSCRIPTION = _S.c.status.in_([literal_column(f"'{s}'") for s in LIVE_STATUSES]) & (
+    _S.c.our_price.is_(True)
+)
+_STATE = select(_S.c.reader_id, *(_S.c[name] for name in SUBSCRIPTION_STATE)).where(
+    LIVE_SUBSCRIPTION
+)
 # Built once: a story page asks for every view, the send loop for every batch. Plain
 # rows, not entities: the rule only reads them.
 _LIVE_OF_ONE = _STATE.where(_S.c.reader_id == bindparam("reader_id"))
@@ -139,24 +143,55 @@ def plan_of(reader: Reader, now: datetime | None = None) -> Plan:
     return best(_live_subscriptions(session, reader.id), now or utcnow())[0]
 
 
-def plans_of(session: Session, readers: Sequence[Reader], now: datetime) -> dict[int, Plan]:
-    """`plan_of` for many readers in one query (the send loop's per-batch need)."""
+class Entitlement(NamedTuple):
+    plan: Plan
+    trial_end: datetime | None  # on a trial: when it ends, as Stripe last said; else None
+
+
+def _entitlement(subs: Iterable[SubscriptionState], now: datetime) -> Entitlement:
+    plan, sub = best(subs, now)
+    return Entitlement(plan, sub.trial_end if plan == Plan.TRIAL and sub is not None else None)
+
+
+def entitlements_of(
+    session: Session, reader_ids: Sequence[int], now: datetime
+) -> dict[int, Entitlement]:
+    """Plan and trial end for many readers in one query per 1,000 (the send loop's
+    per-batch need): `plan_of` and `trial_ends_at` at once."""
     by_reader: dict[int, list[SubscriptionState]] = {}
-    ids = [r.id for r in readers]
+    ids = list(reader_ids)
     connection = session.connection()
     for chunk in range(0, len(ids), 1000):
         rows = connection.execute(_LIVE_OF_MANY, {"reader_ids": ids[chunk : chunk + 1000]})
         for sub in rows:
             by_reader.setdefault(sub.reader_id, []).append(sub)  # type: ignore[arg-type]
-    return {rid: best(by_reader.get(rid, ()), now)[0] for rid in ids}
+    return {rid: _entitlement(by_reader.get(rid, ()), now) for rid in ids}
+
+
+def plans_of(session: Session, readers: Sequence[Reader], now: datetime) -> dict[int, Plan]:
+    """`plan_of` for many readers in one query (the ledger's per-chunk need)."""
+    found = entitlements_of(session, [r.id for r in readers], now)
+    return {rid: entitlement.plan for rid, entitlement in found.items()}
 
 
 def trial_ends_at(reader: Reader) -> datetime | None:
     session = _session_of(reader)
     if session is None or reader.id is None:
         return None
-    plan, sub = best(_live_subscriptions(session, reader.id), utcnow())
-    return sub.trial_end if plan == Plan.TRIAL and sub is not None else None
+    return _entitlement(_live_subscriptions(session, reader.id), utcnow()).trial_end
+
+
+def trial_days_left(trial_end: datetime | None, now: datetime) -> int:
+    """The days left of a trial, as the email tells a reader on it.
+
+    The time left rounded up to whole days (6 days 2 hours left reads 7; a 7-day trial
+    started just before an edition reads 7, then 6, ... and 1 on its last morning), and
+    never less than 1 while the reader is on the trial: a trial whose end has passed
+    but whose webhook has not arrived yet, or whose end Stripe did not give, reads 1.
+    """
+    if trial_end is None:
+        return 1
+    return max(1, math.ceil((trial_end - now).total_seconds() / 86400))
 
 
 def had_trial(session: Session, reader_id: int) -> bool:

@@ -15,16 +15,14 @@ from newsletter.billing.entitlement import Plan, billing_status
 from newsletter.billing.gateway import BillingNotConfigured, configured, gateway
 from newsletter.db import db_session
 from newsletter.editions.models import Edition
-from newsletter.errors import InvalidToken, NotFound
+from newsletter.errors import NotFound
 from newsletter.stories.models import Story
-from newsletter.tokens import Purpose, read_token
+from newsletter.tracking.views import reading_cookie
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
 
-# The reading cookie set by tracked links (newsletter/tracking/views.py) names the
-# edition a reader came from; a trial started from its paywall is credited to it.
-READING_COOKIE = "bsd_reading"
-READING_MAX_AGE = 30 * 24 * 3600
+# The reading cookie set by tracked links names the edition a reader came from; a trial
+# started from its paywall is credited to it.
 
 
 @bp.app_template_filter("local_date")
@@ -57,14 +55,9 @@ def _origin(reader_id: int, slug: str | None) -> tuple[services.CheckoutOrigin, 
     session = db_session()
     story = session.scalar(select(Story).where(Story.slug == slug)) if slug else None
     edition_id = None
-    raw = request.cookies.get(READING_COOKIE)
-    if raw:
-        try:
-            claims = read_token(Purpose.READING, raw, max_age=READING_MAX_AGE)
-        except InvalidToken:
-            claims = {}
-        if claims.get("r") == reader_id and isinstance(claims.get("e"), int):
-            edition_id = claims["e"] if session.get(Edition, claims["e"]) else None
+    cookie_reader, cookie_edition = reading_cookie()
+    if cookie_reader == reader_id and cookie_edition is not None:
+        edition_id = cookie_edition if session.get(Edition, cookie_edition) else None
     return services.CheckoutOrigin(story.id if story else None, edition_id), story
 
 

@@ -13,7 +13,7 @@ from flask.cli import with_appcontext
 
 from newsletter.db import get_db, utcnow
 from newsletter.delivery.sender import SendAborted, SendProgress, SendReport
-from newsletter.delivery.services import deliver_due, send_now
+from newsletter.delivery.services import EditionPaused, deliver_due, paused_editions, send_now
 from newsletter.editions.assembly import NoStories, assemble
 from newsletter.editions.models import Edition
 from newsletter.stories.coverage import coverage
@@ -138,6 +138,7 @@ def edition_send(date_text: str | None, now_flag: bool) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     progress = ProgressLine()
     missing: list[str] = []
+    paused: list[str] = []
     try:
         if now_flag:
             day = _parse_date(date_text)
@@ -154,6 +155,12 @@ def edition_send(date_text: str | None, now_flag: bool) -> None:
             only = _parse_date(date_text) if date_text else None
             due_run = deliver_due(app, day=only, wait=True, progress=progress)
             progress.close()
+            # Paused by staff: their readers wait, and this run could not send to them.
+            paused = [
+                p.explain(app.config["BASE_URL"])
+                for p in paused_editions(app)
+                if p.waiting and (only is None or p.day == only)
+            ]
             for due in due_run.dates:
                 where = f"{due.day.isoformat()} ({_zones(due.timezones)})"
                 if due.no_stories:
@@ -167,6 +174,15 @@ def edition_send(date_text: str | None, now_flag: bool) -> None:
         progress.close()
         _echo_counts(exc.report)
         _fail(f"{exc.message}; the rest stays queued, run this again once it is fixed")
+    except EditionPaused as exc:
+        progress.close()
+        if exc.report is not None:
+            _echo_counts(exc.report)
+        _fail(exc.message)
     _echo_counts(report)
+    for reason in paused:
+        click.echo(f"error: {reason}", err=True)
     if missing:
         _fail("nothing sent for " + "; ".join(missing))
+    if paused:
+        sys.exit(1)

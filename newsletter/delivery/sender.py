@@ -52,12 +52,12 @@ import re
 import smtplib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -72,7 +72,12 @@ from newsletter.delivery.ledger import (
 )
 from newsletter.delivery.models import DeliveryState
 from newsletter.editions.models import Edition, EditionStory
-from newsletter.editions.personalize import EditionMessages, Recipient
+from newsletter.editions.personalize import (
+    EditionMessages,
+    Recipient,
+    RecipientRow,
+    recipient_values,
+)
 from newsletter.errors import NewsletterError
 from newsletter.locks import process_id
 from newsletter.mail.message import envelope_sender, now_header
@@ -165,27 +170,6 @@ def retry_delay(attempts: int, base: float, cap: float) -> float:
     """Full jitter: uniform over [0, min(cap, base * 2^(attempts-1))], so senders that
     failed together do not retry together."""
     return random.uniform(0, min(cap, base * 2 ** max(attempts - 1, 0)))
-
-
-class RecipientRow(NamedTuple):
-    reader_id: int
-    email: str
-    plan: Plan
-
-
-def recipient_values(session: Session, reader_rows: Sequence[RecipientRow]) -> dict[int, Recipient]:
-    """The per-reader values of a batch of messages (counts shown in the email).
-
-    One call per batch so the meter can answer for the whole batch in one query. Until
-    the meter lands, every free reader is shown the full monthly allowance.
-    """
-    free = int(current_app.config["FREE_STORIES_PER_MONTH"])
-    return {
-        row.reader_id: Recipient(
-            row.reader_id, row.email, row.plan, free_left=free, trial_days_left=0
-        )
-        for row in reader_rows
-    }
 
 
 class Claimed(NamedTuple):
@@ -495,7 +479,7 @@ class _Sender(threading.Thread):
         info = {
             r.id: r
             for r in self._read(
-                select(readers.c.id, readers.c.email, readers.c.status).where(
+                select(readers.c.id, readers.c.email, readers.c.status, readers.c.timezone).where(
                     readers.c.id.in_([row.reader_id for row in rows])
                 )
             )
@@ -503,10 +487,13 @@ class _Sender(threading.Thread):
         recipients = recipient_values(
             self.session,
             [
-                RecipientRow(r.reader_id, info[r.reader_id].email, r.plan)
+                RecipientRow(
+                    r.reader_id, info[r.reader_id].email, r.plan, info[r.reader_id].timezone
+                )
                 for r in rows
                 if r.reader_id in info
             ],
+            utcnow(),
         )
         self.session.commit()  # end whatever it read (see `_read`)
         for row in rows:

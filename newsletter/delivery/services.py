@@ -14,16 +14,24 @@ from datetime import date, datetime
 from typing import TypeVar
 
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from newsletter.db import Database, utcnow
-from newsletter.delivery.ledger import DueDate, edition_for, enqueue_due, enqueue_now
+from newsletter.delivery.ledger import (
+    DueDate,
+    deliveries,
+    edition_for,
+    enqueue_due,
+    enqueue_now,
+    pending,
+)
 from newsletter.delivery.schedule import dates_starting_soon
 from newsletter.delivery.sender import SendProgress, SendReport, send_queued
 from newsletter.editions.assembly import NoStories, assemble
-from newsletter.editions.models import Edition
+from newsletter.editions.models import Edition, EditionStatus
+from newsletter.errors import NewsletterError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +67,55 @@ def _refresh_statistics(db: Database, queued: int) -> None:
             conn.execute(text("ANALYZE deliveries, readers"))
 
 
+@dataclass(frozen=True)
+class PausedEdition:
+    """An edition staff paused (`editions.paused`): senders claim none of its rows."""
+
+    day: date
+    edition_id: int
+    waiting: int  # its readers still to send to
+
+    def explain(self, base_url: str) -> str:
+        return (
+            f"the edition of {self.day.isoformat()} is paused ({self.waiting} readers "
+            f"waiting); resume it with Resume sending at {base_url}/admin/editions/"
+            f"{self.edition_id}, then run this again"
+        )
+
+
+class EditionPaused(NewsletterError):
+    """`send_now` on a paused edition (`report` is None: nothing was queued or sent), or
+    one paused while it was sending (`report`: what went before the pause)."""
+
+    def __init__(self, paused: PausedEdition, base_url: str, report: SendReport | None) -> None:
+        super().__init__(paused.explain(base_url))
+        self.paused = paused
+        self.report = report
+
+
+def _waiting(session: Session, edition_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(deliveries)
+            .where(deliveries.c.edition_id == edition_id, pending())
+        )
+        or 0
+    )
+
+
+def paused_editions(app: Flask) -> list[PausedEdition]:
+    """Editions being sent that staff paused, with the readers they hold back."""
+    db: Database = app.extensions["db"]
+    with db.session() as session:
+        found = session.execute(
+            select(Edition.id, Edition.date)
+            .where(Edition.paused, Edition.status == EditionStatus.SENDING)
+            .order_by(Edition.date)
+        ).all()
+        return [PausedEdition(day, eid, _waiting(session, eid)) for eid, day in found]
+
+
 @dataclass
 class NowRun:
     day: date
@@ -75,16 +132,29 @@ def send_now(
     wait: bool = True,
 ) -> NowRun:
     """Send the edition of `day` to every confirmed reader who has not had it (assembled
-    first if needed; raises `NoStories`). Safe to re-run: only what is left is sent."""
+    first if needed; raises `NoStories`). Safe to re-run: only what is left is sent.
+
+    Raises `EditionPaused` when staff paused the edition: before anything is queued when
+    it already was, or once the run stops when the pause came while it was sending.
+    """
     db: Database = app.extensions["db"]
+    base_url = app.config["BASE_URL"]
 
     def work(session: Session) -> tuple[int, int]:
         edition = edition_for(session, day)
+        if edition.paused:
+            paused = PausedEdition(day, edition.id, _waiting(session, edition.id))
+            raise EditionPaused(paused, base_url, None)
         return edition.id, enqueue_now(session, edition)
 
     edition_id, queued = _committed(db, work)
     _refresh_statistics(db, queued)
     report = send_queued(app, edition_id, progress=progress, wait=wait)
+    with db.session() as session:
+        if session.scalar(select(Edition.paused).where(Edition.id == edition_id)):
+            waiting = _waiting(session, edition_id)
+            if waiting:
+                raise EditionPaused(PausedEdition(day, edition_id, waiting), base_url, report)
     return NowRun(day, edition_id, queued, report)
 
 

@@ -4,23 +4,30 @@ This is the hot path of a send: no Jinja, no MJML, no CSS inlining, no MIME enco
 reader, just a few HMACs and a byte join (see `bench/render.py`). Everything that is the
 same for every reader of the edition (templates, hole names, HMAC keys) is worked out
 once in `EditionMessages.__init__`; `render` only does what depends on the reader.
+The reader's values themselves (free stories left, trial days left) are read from the
+database once per batch by `recipient_values`.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
 
 from flask import Flask
 from itsdangerous import URLSafeSerializer
 from itsdangerous.encoding import base64_encode
+from sqlalchemy.orm import Session
 
-from newsletter.billing.entitlement import Plan
+from newsletter.billing.entitlement import Plan, entitlements_of, trial_days_left
 from newsletter.editions.models import Edition
 from newsletter.editions.rendering import link_hole
 from newsletter.mail.message import MessageIds, MessageTemplate, compose
 from newsletter.readers.services import unsubscribe_url_for
 from newsletter.tokens import LinkSigner, Purpose
+from newsletter.tracking.meter import free_left_for
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,51 @@ class Recipient:
     plan: Plan
     free_left: int = 0
     trial_days_left: int = 0
+
+
+class RecipientRow(NamedTuple):
+    """A reader about to get the `plan` variant of an edition."""
+
+    id: int
+    email: str
+    plan: Plan
+    timezone: str  # the meter counts the reader's own calendar month
+
+
+def recipient_values(
+    session: Session, rows: Sequence[RecipientRow], now: datetime
+) -> dict[int, Recipient]:
+    """Each reader's values for their variant's holes, for a batch of readers: the one
+    place they are worked out, for the send loop and the staff area's test send alike.
+
+    - free variant: the free stories the reader has left this month, from the meter
+      (`free_left_for`, one query for the batch);
+    - trial variant: the days left of the reader's trial, from their subscription's
+      trial end (`entitlements_of`, one query for the batch), rounded as
+      `trial_days_left` says: up to whole days, at least 1. A reader queued on a trial
+      who is no longer on one by their turn (it converted or ended) reads 1;
+    - paid variant: nothing.
+
+    The variant is the plan the row was queued with, so only those readers are asked
+    about; the other value is left at 0 and never shown.
+    """
+    free = [row for row in rows if row.plan == Plan.FREE]
+    # The meter reads `.id` and `.timezone`, which the rows have as a Reader does.
+    free_left = free_left_for(session, free, now) if free else {}  # type: ignore[arg-type]
+    trial = [row.id for row in rows if row.plan == Plan.TRIAL]
+    trial_ends = entitlements_of(session, trial, now) if trial else {}
+    return {
+        row.id: Recipient(
+            row.id,
+            row.email,
+            row.plan,
+            free_left=free_left.get(row.id, 0),
+            trial_days_left=(
+                trial_days_left(trial_ends[row.id].trial_end, now) if row.id in trial_ends else 0
+            ),
+        )
+        for row in rows
+    }
 
 
 class UnsubscribeUrls:

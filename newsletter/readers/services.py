@@ -143,8 +143,13 @@ def confirmation_url(reader: Reader) -> str:
     return _external(f"/confirm/{token}")
 
 
-def signin_url(reader: Reader) -> str:
-    token = make_token(Purpose.SIGNIN, {"r": reader.id, "n": reader.signin_nonce})
+def signin_url(reader: Reader, next_path: str | None = None) -> str:
+    """The emailed sign-in link. `next_path` (a same-site path, checked by the caller)
+    is signed into the token, so where the reader lands cannot be changed on the way."""
+    payload: dict[str, object] = {"r": reader.id, "n": reader.signin_nonce}
+    if next_path:
+        payload["x"] = next_path
+    token = make_token(Purpose.SIGNIN, payload)
     return _external(f"/signin/{token}")
 
 
@@ -175,7 +180,9 @@ def send_confirmation(session: Session, reader: Reader, now: datetime) -> bool:
     return True
 
 
-def send_signin_link(session: Session, reader: Reader, now: datetime, *, reason: str) -> bool:
+def send_signin_link(
+    session: Session, reader: Reader, now: datetime, *, reason: str, next_path: str | None = None
+) -> bool:
     if not _resend_allowed(reader.signin_sent_at, now):
         return False
     reader.signin_sent_at = now
@@ -184,7 +191,11 @@ def send_signin_link(session: Session, reader: Reader, now: datetime, *, reason:
         session,
         "signin",
         reader.email,
-        {"signin_url": signin_url(reader), "valid_minutes": minutes, "reason": reason},
+        {
+            "signin_url": signin_url(reader, next_path),
+            "valid_minutes": minutes,
+            "reason": reason,
+        },
     )
     return True
 

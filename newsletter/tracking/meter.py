@@ -16,12 +16,32 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import (
+    Connection,
+    Executable,
+    Integer,
+    String,
+    bindparam,
+    case,
+    func,
+    literal,
+    null,
+    select,
+    true,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from newsletter.billing.entitlement import Plan, plan_of
-from newsletter.db import utcnow
+from newsletter.billing.entitlement import (
+    LIVE_SUBSCRIPTION,
+    SUBSCRIPTION_STATE,
+    Plan,
+    best,
+    plan_of,
+)
+from newsletter.billing.models import BillingSubscription
+from newsletter.db import NO_FLUSH_WAIT, UTCDateTime, utcnow
+from newsletter.editions.models import Edition
 from newsletter.readers.models import Reader
 from newsletter.stories.models import Story
 from newsletter.tracking.models import Read
@@ -57,9 +77,9 @@ def free_per_month() -> int:
     return int(current_app.config["FREE_STORIES_PER_MONTH"])
 
 
-def month_key(reader: Reader, now: datetime) -> str:
+def month_key(timezone: str, now: datetime) -> str:
     """The calendar month in the reader's own time zone: '2026-11'."""
-    return now.astimezone(ZoneInfo(reader.timezone)).strftime("%Y-%m")
+    return now.astimezone(ZoneInfo(timezone)).strftime("%Y-%m")
 
 
 def reads_this_month(session: Session, reader_id: int, month: str) -> int:
@@ -74,7 +94,7 @@ def reads_this_month(session: Session, reader_id: int, month: str) -> int:
 
 
 def free_stories_left(session: Session, reader: Reader, now: datetime | None = None) -> int:
-    used = reads_this_month(session, reader.id, month_key(reader, now or utcnow()))
+    used = reads_this_month(session, reader.id, month_key(reader.timezone, now or utcnow()))
     return max(0, free_per_month() - used)
 
 
@@ -82,7 +102,7 @@ def free_left_for(session: Session, readers: list[Reader], now: datetime) -> dic
     """Free stories left for many readers in one query (the send loop's per-batch need)."""
     if not readers:
         return {}
-    months = {r.id: month_key(r, now) for r in readers}
+    months = {r.id: month_key(r.timezone, now) for r in readers}
     rows = session.execute(
         select(Read.reader_id, Read.month, func.count())
         .where(
@@ -102,11 +122,13 @@ _MONTH_READS = select(
 ).where(Read.reader_id == bindparam("reader_id"), Read.month == bindparam("month"))
 
 
-def _month_reads(session: Session, reader_id: int, story_id: int, month: str) -> tuple[int, bool]:
+def _month_reads(
+    connection: Connection, reader_id: int, story_id: int, month: str
+) -> tuple[int, bool]:
     """(metered reads this month, whether this story is among this month's reads), in one
     query: both come from the same (reader, month) rows."""
     params = {"reader_id": reader_id, "story_id": story_id, "month": month}
-    used, already = session.execute(_MONTH_READS, params).one()
+    used, already = connection.execute(_MONTH_READS, params).one()
     return int(used), bool(already)
 
 
@@ -119,85 +141,146 @@ def access_for(
     now = now or utcnow()
     if plan_of(reader, now) in (Plan.TRIAL, Plan.PAID):
         return AccessDecision(Access.UNLIMITED, limit, limit)
-    used, already = _month_reads(session, reader.id, story.id, month_key(reader, now))
+    month = month_key(reader.timezone, now)
+    used, already = _month_reads(session.connection(), reader.id, story.id, month)
     left = max(0, limit - used)
     if already:
         return AccessDecision(Access.ALREADY_READ, left, limit)
     return AccessDecision(Access.FREE_STORY if left > 0 else Access.PAYWALL, left, limit)
 
 
-_READ_KEY = ["reader_id", "story_id", "month"]
-_INSERT_READ = {
-    "postgresql": postgresql.insert(Read.__table__).on_conflict_do_nothing(
-        index_elements=_READ_KEY
-    ),
-    "sqlite": sqlite.insert(Read.__table__).on_conflict_do_nothing(index_elements=_READ_KEY),
+_reads, _readers, _stories, _editions = (
+    Read.__table__, Reader.__table__, Story.__table__, Edition.__table__
+)  # fmt: skip
+_subs = BillingSubscription.__table__
+# Everything a charge needs to know besides this month's reads, in one round trip: the
+# reader's time zone, the story the page's slug names, whether the edition still exists,
+# and the reader's live subscriptions (one row each; one row of NULLs when none).
+_CHARGE_FACTS = (
+    select(
+        _readers.c.timezone,
+        select(_stories.c.id)
+        .where(_stories.c.slug == bindparam("slug"))
+        .scalar_subquery()
+        .label("story_id"),
+        select(_editions.c.id)
+        .where(_editions.c.id == bindparam("edition_id"))
+        .scalar_subquery()
+        .label("edition_id"),
+        *(_subs.c[name].label(f"sub_{name}") for name in SUBSCRIPTION_STATE),
+    )
+    .select_from(_readers)
+    .outerjoin(_subs, (_subs.c.reader_id == _readers.c.id) & LIVE_SUBSCRIPTION)
+    .where(_readers.c.id == bindparam("reader_id"))
+)
+
+
+def _charge_statement(dialect: str, *, metered: bool) -> Executable:
+    """One INSERT that charges a read, atomic on its own: no lock, no transaction around.
+
+    Metered: the read takes slot (metered reads this month + 1), only while that count is
+    under the limit and the story is not read yet this month. Two charges that counted
+    the same reads pick the same slot, and the unique (reader, month, slot) lets only
+    one of them in (the other waits for it to commit, then inserts nothing): that is what
+    keeps simultaneous confirmations from exceeding the limit. Unmetered (trial and paid
+    readers): the read is only recorded. Either way it returns the slot of a row that went
+    in, and nothing when none did (already read, no free story left, or a lost race).
+    On PostgreSQL the statement's commit does not wait for the disk (`NO_FLUSH_WAIT`).
+    """
+    this_month = (_reads.c.reader_id == bindparam("reader_id")) & (
+        _reads.c.month == bindparam("month")
+    )
+    used = (
+        select(func.count())
+        .select_from(_reads)
+        .where(this_month, _reads.c.metered.is_(True))
+        .scalar_subquery()
+    )
+    row = select(
+        bindparam("reader_id", type_=Integer),
+        bindparam("story_id", type_=Integer),
+        bindparam("month", type_=String),
+        literal(metered),
+        (used + 1) if metered else null(),
+        bindparam("edition_id", type_=Integer),
+        bindparam("at", type_=UTCDateTime()),
+    )
+    if metered:
+        row = row.where(used < bindparam("limit"))
+    # SQLite: an INSERT ... SELECT ... ON CONFLICT needs a WHERE (its parser's rule).
+    row = row.where(NO_FLUSH_WAIT == "off" if dialect == "postgresql" else true())
+    columns = ["reader_id", "story_id", "month", "metered", "slot", "edition_id", "at"]
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(_reads).from_select(columns, row).on_conflict_do_nothing().returning(_reads.c.slot)
+    )
+
+
+_CHARGE = {
+    (dialect, metered): _charge_statement(dialect, metered=metered)
+    for dialect in ("postgresql", "sqlite")
+    for metered in (True, False)
 }
 
 
-def _insert_read(session: Session, **values: object) -> None:
-    session.execute(_INSERT_READ[session.get_bind().dialect.name], values)
+@dataclass(frozen=True)
+class _Sub:
+    """A subscription row of `_CHARGE_FACTS`, as the entitlement rule reads it."""
 
-
-# The row lock an UPDATE that changes no key takes, without writing a new row version;
-# like that UPDATE, it does not block the inserts whose foreign keys point at the reader.
-_readers = Reader.__table__
-_LOCK_READER_PG = (
-    select(_readers.c.id)
-    .where(_readers.c.id == bindparam("reader_id"))
-    .with_for_update(key_share=True)
-)
-# SQLite has no row locks: a write takes the database's write lock.
-_LOCK_READER_SQLITE = (
-    update(_readers).where(_readers.c.id == bindparam("reader_id")).values(id=_readers.c.id)
-)
-
-
-def _lock_reader(session: Session, reader_id: int) -> None:
-    """Serialize the reader's charges: held until the transaction ends."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_LOCK_READER_PG, {"reader_id": reader_id})
-    else:
-        session.execute(_LOCK_READER_SQLITE, {"reader_id": reader_id})
+    reader_id: int
+    our_price: bool
+    status: str
+    trial_end: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    cancel_at: datetime | None
+    past_due_since: datetime | None
 
 
 def charge_read(
-    session: Session,
-    reader: Reader,
+    connection: Connection,
+    reader_id: int,
+    slug: str,
     story_id: int,
     *,
     edition_id: int | None = None,
     now: datetime | None = None,
-) -> ChargeResult:
+) -> ChargeResult | None:
     """Record that the reader read the story, using up a free story when it is a new one.
+    None when there is no such reader or `slug` is not that story's (the caller's 400).
 
-    Concurrency: the reader's row is locked first (FOR NO KEY UPDATE on PostgreSQL; an
-    UPDATE, which takes the write lock, on SQLite), so simultaneous confirmations for
-    different stories are counted one after another and never exceed the limit. The
-    counting comes after the lock, in statements of their own, so on PostgreSQL they see
-    what the previous holder committed. On SQLite, call it at the start of a transaction:
-    a transaction that has already read cannot take the write lock once another writer
-    has committed.
+    Every statement is atomic on its own (see `_charge_statement`), so on PostgreSQL run
+    it on an autocommit connection (`Database.autocommit`): a first read is two round
+    trips, the facts and the charge. Only a charge that inserted nothing asks why, and a
+    charge that lost a race for a slot tries again: each loss means another read took a
+    slot, so it ends within FREE_STORIES_PER_MONTH tries.
     """
     now = now or utcnow()
+    params: dict[str, object] = {"reader_id": reader_id, "slug": slug, "edition_id": edition_id}
+    rows = connection.execute(_CHARGE_FACTS, params).all()
+    if not rows or rows[0].story_id != story_id:
+        return None
+    subs = [
+        _Sub(reader_id, *(getattr(row, f"sub_{name}") for name in SUBSCRIPTION_STATE))
+        for row in rows
+        if row.sub_status is not None
+    ]
+    unlimited = best(subs, now)[0] in (Plan.TRIAL, Plan.PAID)
     limit = free_per_month()
-    month = month_key(reader, now)
-    _lock_reader(session, reader.id)
-    unlimited = plan_of(reader, now) in (Plan.TRIAL, Plan.PAID)
-    used, already = _month_reads(session, reader.id, story_id, month)
-    if already:
-        return ChargeResult(charged=False, allowed=True, free_left=max(0, limit - used))
-    if not unlimited and used >= limit:
-        return ChargeResult(charged=False, allowed=False, free_left=0)
-    _insert_read(
-        session,
-        reader_id=reader.id,
-        story_id=story_id,
-        month=month,
-        metered=not unlimited,
-        edition_id=edition_id,
-        at=now,
+    month = month_key(rows[0].timezone, now)
+    params.update(
+        story_id=story_id, month=month, edition_id=rows[0].edition_id, at=now, limit=limit
     )
-    if unlimited:
-        return ChargeResult(charged=False, allowed=True, free_left=limit)
-    return ChargeResult(charged=True, allowed=True, free_left=max(0, limit - used - 1))
+    charge = _CHARGE[(connection.dialect.name, not unlimited)]
+    for _ in range(limit + 2):
+        slot = connection.execute(charge, params).scalar()
+        if unlimited:
+            return ChargeResult(charged=False, allowed=True, free_left=limit)
+        if slot is not None:
+            return ChargeResult(charged=True, allowed=True, free_left=max(0, limit - slot))
+        used, already = _month_reads(connection, reader_id, story_id, month)
+        if already:
+            return ChargeResult(charged=False, allowed=True, free_left=max(0, limit - used))
+        if used >= limit:
+            return ChargeResult(charged=False, allowed=False, free_left=0)
+    raise RuntimeError("the meter could not place a read")  # unreachable: see above

@@ -31,17 +31,27 @@ class Click(Base):
 
 class Read(Base):
     """A story the reader really read (the page was shown in a browser), charged to the
-    meter once per story per calendar month in the reader's time zone."""
+    meter once per story per calendar month in the reader's time zone.
+
+    A metered read takes the next `slot` of its reader's month (1, 2, 3, ...): the
+    unique (reader, month, slot) is what keeps simultaneous charges from exceeding the
+    limit without any lock (`meter.charge_read`). A read stays counted when its story is
+    deleted later (story_id becomes NULL), so the slots of a month never have gaps.
+    """
 
     __tablename__ = "reads"
-    __table_args__ = (UniqueConstraint("reader_id", "story_id", "month"),)
+    __table_args__ = (
+        UniqueConstraint("reader_id", "story_id", "month"),
+        UniqueConstraint("reader_id", "month", "slot"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     reader_id: Mapped[int] = mapped_column(ForeignKey("readers.id", ondelete="CASCADE"))
-    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"))
+    story_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id", ondelete="SET NULL"))
     month: Mapped[str] = mapped_column(String(7))  # "2026-11", in the reader's time zone
     # Whether this read used up one of the free stories (trial and paid reads do not).
     metered: Mapped[bool] = mapped_column(default=True)
+    slot: Mapped[int | None]  # metered reads: 1..FREE_STORIES_PER_MONTH; else NULL
     edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id", ondelete="SET NULL"))
     at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -1,38 +1,25 @@
-"""Click logging and funnel events."""
+"""Tracked links (their targets, the clicks they log) and funnel events."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+import time
+from collections.abc import Callable
 
-from sqlalchemy import bindparam, func, insert, select, true
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
 from newsletter.delivery.models import Delivery
-from newsletter.editions.models import Edition, EditionStory
+from newsletter.editions.models import EditionStory
 from newsletter.readers.models import Reader
 from newsletter.stories.models import Story
 from newsletter.tokens import LinkClaims
 from newsletter.tracking.bots import truncate_ip, verdict
+from newsletter.tracking.clicklog import PendingClick
 from newsletter.tracking.models import Click, Event, EventKind
 
-# The hot paths (every tracked redirect, every read confirmation) run statements built
-# once here, with bound parameters: building a statement per request costs more CPU than
-# the database takes to answer it, and a reused statement's cache key is memoized.
-
-# A column added to the transaction's first query on PostgreSQL: the same as
-# `SET LOCAL synchronous_commit = off`, without a round trip of its own. The transaction's
-# COMMIT then returns without waiting for its WAL to reach the disk. For clicks and read
-# charges only: the wait is a disk flush (about 3.5 ms on this project's machines, more
-# than all the rest of a tracked redirect); what it buys is that the row survives a crash
-# of the database server or the machine in the ~0.6 s after its commit. Losing such a
-# click loses one analytics row; losing such a read gives the reader that story back (it
-# is charged again when reopened). Visibility and locks are unchanged (other transactions
-# see the row at commit, as usual), so the meter's concurrency guarantee holds; and the
-# setting ends with the transaction, so nothing else (sign-up, billing, delivery) is
-# affected.
-_NO_FLUSH_WAIT = func.set_config("synchronous_commit", "off", true()).label("no_flush_wait")
+# Statements are built once here, with bound parameters: building one per request costs
+# more CPU than the database takes to answer it.
 
 
 def _on_postgresql(session: Session) -> bool:
@@ -42,127 +29,139 @@ def _on_postgresql(session: Session) -> bool:
 _stories, _edition_stories = Story.__table__, EditionStory.__table__
 _readers, _deliveries = Reader.__table__, Delivery.__table__
 
-# What a tracked link leads to, in one round trip: an edition_stories row implies its
-# edition (the foreign key cascades), the join checks the reader, and the delivery time
-# that the bot verdict needs comes along.
-_LINK_TARGET = (
-    select(_stories.c.slug, _deliveries.c.sent_at)
+# The story a tracked link leads to: an edition_stories row implies its edition (the
+# foreign key cascades).
+_LINK_SLUG = (
+    select(_stories.c.slug)
     .select_from(_edition_stories)
     .join(_stories, _stories.c.id == _edition_stories.c.story_id)
-    .join(_readers, _readers.c.id == bindparam("reader_id"))
-    .outerjoin(
-        _deliveries,
-        (_deliveries.c.edition_id == _edition_stories.c.edition_id)
-        & (_deliveries.c.reader_id == bindparam("reader_id")),
-    )
     .where(
         _edition_stories.c.edition_id == bindparam("edition_id"),
         _edition_stories.c.story_id == bindparam("story_id"),
     )
 )
-_LINK_TARGET_PG = _LINK_TARGET.add_columns(_NO_FLUSH_WAIT)
-# A plain INSERT: nothing reads the row back, so no ORM object and no RETURNING.
-_INSERT_CLICK = insert(Click.__table__)
 
 
-@dataclass(frozen=True)
-class LinkTarget:
-    """What a valid tracked link leads to: the ids it names, the story's slug, and when the
-    edition was delivered to the reader (None if there is no delivery record)."""
+class LinkTargets:
+    """(edition, story) → the story's slug, remembered by this process.
 
-    reader_id: int
-    edition_id: int
-    story_id: int
-    slug: str
-    sent_at: datetime | None
+    An edition's stories are frozen when it is assembled and a story's slug never
+    changes, so a target once found stays right; the TTL only lets a deleted story or
+    edition turn into a 404 again. Only found targets are kept: a token naming a story
+    outside its edition is looked up (and refused) every time.
+    """
+
+    def __init__(self, ttl_seconds: float = 300.0, max_entries: int = 20_000) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._slugs: dict[tuple[int, int], tuple[str, float]] = {}
+
+    def slug(self, session_for: Callable[[], Session], claims: LinkClaims) -> str | None:
+        key = (claims.edition_id, claims.story_id)
+        now = time.monotonic()
+        found = self._slugs.get(key)
+        if found is not None and found[1] > now:
+            return found[0]
+        slug = session_for().scalar(
+            _LINK_SLUG, {"edition_id": claims.edition_id, "story_id": claims.story_id}
+        )
+        if slug is not None:
+            if len(self._slugs) >= self.max_entries:
+                self._slugs.clear()  # rare (a year of editions); refilled on demand
+            self._slugs[key] = (slug, now + self.ttl_seconds)
+        return slug
 
 
-def resolve_link(session: Session, claims: LinkClaims) -> LinkTarget | None:
-    """The target of a valid token, if the reader exists and the story is in that edition.
-    On PostgreSQL, the click logged next commits without waiting for the disk (see
-    `_NO_FLUSH_WAIT`)."""
-    row = session.execute(
-        _LINK_TARGET_PG if _on_postgresql(session) else _LINK_TARGET,
-        {
-            "reader_id": claims.reader_id,
-            "edition_id": claims.edition_id,
-            "story_id": claims.story_id,
-        },
-    ).first()
-    if row is None:
-        return None
-    return LinkTarget(claims.reader_id, claims.edition_id, claims.story_id, row.slug, row.sent_at)
-
-
-def log_click(
-    session: Session,
-    target: LinkTarget,
-    *,
-    method: str,
-    user_agent: str | None,
-    ip: str | None,
-    now: datetime | None = None,
-) -> None:
-    now = now or utcnow()
-    sent_at = target.sent_at
-    since = int((now - sent_at).total_seconds()) if sent_at else None
-    judged = verdict(method, user_agent, since)
-    session.execute(
-        _INSERT_CLICK,
-        {
-            "reader_id": target.reader_id,
-            "edition_id": target.edition_id,
-            "story_id": target.story_id,
-            "at": now,
-            "seconds_since_delivery": since,
-            "method": method.upper()[:10],
-            "user_agent": (user_agent or "")[:512] or None,
-            "ip_prefix": truncate_ip(ip),
-            "bot": judged.bot,
-            "bot_reason": judged.reason,
-        },
+def pending_click(
+    claims: LinkClaims, *, method: str, user_agent: str | None, ip: str | None
+) -> PendingClick:
+    """What the redirect knows of a click, cut to the columns' sizes; the IP truncated at
+    once, so a full address is never kept, not even in memory."""
+    return PendingClick(
+        reader_id=claims.reader_id,
+        edition_id=claims.edition_id,
+        story_id=claims.story_id,
+        at=utcnow(),
+        method=method.upper()[:10],
+        user_agent=(user_agent or "")[:512] or None,
+        ip=truncate_ip(ip),
     )
 
 
-# The reader a read confirmation names, the story with its slug and the edition it names
-# (if that edition still exists), in one round trip; the reader as an entity, since the
-# meter and the entitlement take one.
-_CONFIRMATION_TARGET = select(
-    Reader,
-    select(Story.id).where(Story.slug == bindparam("slug")).scalar_subquery().label("story_id"),
-    select(Edition.id)
-    .where(Edition.id == bindparam("edition_id"))
-    .scalar_subquery()
-    .label("edition_id"),
-).where(Reader.id == bindparam("reader_id"))
-_CONFIRMATION_TARGET_PG = _CONFIRMATION_TARGET.add_columns(_NO_FLUSH_WAIT)
+# What a batch of clicks names: the readers that still exist, and when each of the
+# batch's editions reached them (each an index lookup, however long the tables get).
+_CLICK_READERS = select(_readers.c.id).where(
+    _readers.c.id.in_(bindparam("reader_ids", expanding=True))
+)
+_CLICK_DELIVERIES = select(
+    _deliveries.c.reader_id, _deliveries.c.edition_id, _deliveries.c.sent_at
+).where(
+    _deliveries.c.reader_id.in_(bindparam("reader_ids", expanding=True)),
+    _deliveries.c.edition_id.in_(bindparam("edition_ids", expanding=True)),
+    _deliveries.c.sent_at.is_not(None),
+)
+_CLICK_LINKS = select(_edition_stories.c.edition_id, _edition_stories.c.story_id).where(
+    _edition_stories.c.edition_id.in_(bindparam("edition_ids", expanding=True))
+)
+_CLICK_COLUMNS = (
+    "reader_id", "edition_id", "story_id", "at", "seconds_since_delivery", "method",
+    "user_agent", "ip_prefix", "bot", "bot_reason",
+)  # fmt: skip
+_COPY_CLICKS = f"COPY clicks ({', '.join(_CLICK_COLUMNS)}) FROM STDIN"
+_INSERT_CLICK = insert(Click.__table__)
 
 
-@dataclass(frozen=True)
-class ConfirmationTarget:
-    reader: Reader
-    story_id: int | None  # None: no story has that slug
-    edition_id: int | None  # None: none named, or that edition is gone
+def write_clicks(session: Session, clicks: list[PendingClick]) -> int:
+    """Store a batch of clicks (the click log's writer); the number stored.
 
-
-def confirmation_target(
-    session: Session, reader_id: object, slug: str, edition_id: object
-) -> ConfirmationTarget | None:
-    """What a read confirmation names; None if there is no such reader. On PostgreSQL, the
-    charge that follows commits without waiting for the disk (see `_NO_FLUSH_WAIT`)."""
-    if not isinstance(reader_id, int):
-        return None
-    row = session.execute(
-        _CONFIRMATION_TARGET_PG if _on_postgresql(session) else _CONFIRMATION_TARGET,
-        {
-            "reader_id": reader_id,
-            "slug": slug,
-            "edition_id": edition_id if isinstance(edition_id, int) else None,
-        },
-    ).first()
-    if row is None:
-        return None
-    return ConfirmationTarget(row[0], row.story_id, row.edition_id)
+    Three queries for the whole batch find what the clicks name: the readers that still
+    exist, when each edition reached them (the bot verdict needs it: "opened 3 s after
+    delivery"), and the stories of the editions named. A click whose reader, edition or
+    story is gone is dropped, as the foreign keys' cascades would have dropped it. On
+    PostgreSQL the rows go in with COPY: the cheapest way in, for the server too.
+    """
+    ids = {
+        "reader_ids": sorted({c.reader_id for c in clicks}),
+        "edition_ids": sorted({c.edition_id for c in clicks}),
+    }
+    known_readers = set(session.scalars(_CLICK_READERS, ids))
+    sent_at = {(r, e): at for r, e, at in session.execute(_CLICK_DELIVERIES, ids)}
+    known_links = {(e, s) for e, s in session.execute(_CLICK_LINKS, ids)}
+    rows = []
+    for click in clicks:
+        if click.reader_id not in known_readers:
+            continue
+        if (click.edition_id, click.story_id) not in known_links:
+            continue
+        delivered = sent_at.get((click.reader_id, click.edition_id))
+        since = int((click.at - delivered).total_seconds()) if delivered else None
+        judged = verdict(click.method, click.user_agent, since)
+        rows.append(
+            (
+                click.reader_id,
+                click.edition_id,
+                click.story_id,
+                click.at,
+                since,
+                click.method,
+                click.user_agent,
+                click.ip,
+                judged.bot,
+                judged.reason,
+            )  # fmt: skip
+        )
+    if not rows:
+        return 0
+    if _on_postgresql(session):
+        dbapi = session.connection().connection.driver_connection
+        with dbapi.cursor() as cursor, cursor.copy(_COPY_CLICKS) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row(row)
+    else:
+        session.execute(
+            _INSERT_CLICK, [dict(zip(_CLICK_COLUMNS, row, strict=True)) for row in rows]
+        )
+    return len(rows)
 
 
 def record_paywall_impression(

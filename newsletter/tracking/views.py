@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, current_app, jsonify, redirect, render_template, request
+from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from newsletter.auth.session import current_reader
-from newsletter.db import db_session, utcnow
+from newsletter.auth.session import signed_in_reader_id
+from newsletter.db import db_session, get_db, utcnow
 from newsletter.errors import InvalidToken, NotFound
 from newsletter.readers.models import Reader
 from newsletter.stories.coverage import coverage
@@ -22,9 +20,10 @@ from newsletter.stories.presentation import (
     side_groups,
     unrated_articles,
 )
-from newsletter.tokens import Purpose, link_signer, make_token, read_token
+from newsletter.tokens import Purpose, link_signer, make_compact, read_compact
 from newsletter.tracking import services
 from newsletter.tracking.bots import verdict
+from newsletter.tracking.clicklog import ClickLog
 from newsletter.tracking.meter import Access, access_for, charge_read
 
 bp = Blueprint("tracking", __name__)
@@ -38,28 +37,39 @@ def _not_found():  # type: ignore[no-untyped-def]
     return render_template("error.html", status=404, message="This link is not valid."), 404
 
 
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    db = app.extensions["db"]
+    app.extensions["click_log"] = ClickLog(
+        db.sessionmaker, services.write_clicks, flush_seconds=app.config["CLICK_FLUSH_SECONDS"]
+    )
+    app.extensions["link_targets"] = services.LinkTargets()
+
+
 @bp.route("/r/<token>", methods=["GET", "HEAD"])
 def tracked_link(token: str):  # type: ignore[no-untyped-def]
-    """Log the click and redirect to the story. Never charges the meter."""
+    """Log the click and redirect to the story. Never charges the meter.
+
+    No database work when the link's story is known to this process: the click is
+    buffered and written in a batch (`clicklog`)."""
     try:
         claims = link_signer().verify(token)
     except InvalidToken:
         return _not_found()
-    session = db_session()
-    target = services.resolve_link(session, claims)
-    if target is None:
+    slug = current_app.extensions["link_targets"].slug(db_session, claims)
+    if slug is None:
         return _not_found()
-    services.log_click(
-        session,
-        target,
-        method=request.method,
-        user_agent=request.headers.get("User-Agent"),
-        ip=request.remote_addr,
+    current_app.extensions["click_log"].record(
+        services.pending_click(
+            claims,
+            method=request.method,
+            user_agent=request.headers.get("User-Agent"),
+            ip=request.remote_addr,
+        )
     )
-    session.commit()
-    response = redirect(f"/stories/{target.slug}", 302)
+    response = redirect(f"/stories/{slug}", 302)
     # The reading cookie lets the reader read stories; it cannot manage the account.
-    cookie = make_token(Purpose.READING, {"r": target.reader_id, "e": target.edition_id})
+    cookie = make_compact(Purpose.READING, claims.reader_id, claims.edition_id)
     response.set_cookie(
         READING_COOKIE,
         cookie,
@@ -72,24 +82,33 @@ def tracked_link(token: str):  # type: ignore[no-untyped-def]
     return response
 
 
-def _viewer() -> tuple[Reader | None, int | None]:
-    """The reader looking at a story page (signed in, or via a reading cookie) and the
-    edition they came from."""
-    signed_in = current_reader()
+def reading_cookie() -> tuple[int | None, int | None]:
+    """(reader, edition) of a valid reading cookie, else (None, None)."""
     raw = request.cookies.get(READING_COOKIE)
-    claims: dict[str, Any] = {}
     if raw:
         try:
-            claims = read_token(Purpose.READING, raw, max_age=READING_MAX_AGE)
+            reader_id, edition_id = read_compact(Purpose.READING, raw, max_age=READING_MAX_AGE)
+            return reader_id, edition_id
         except InvalidToken:
-            claims = {}
+            pass
+    return None, None
+
+
+def _viewer_id() -> tuple[int | None, int | None]:
+    """The reader looking at a story page (signed in, or via a reading cookie) and the
+    edition they came from; no database query."""
+    cookie_reader, edition = reading_cookie()
+    signed_in = signed_in_reader_id()
     if signed_in is not None:
-        edition = claims.get("e") if claims.get("r") == signed_in.id else None
-        return signed_in, edition
-    reader_id = claims.get("r")
-    if not isinstance(reader_id, int):
+        return signed_in, edition if cookie_reader == signed_in else None
+    return cookie_reader, edition
+
+
+def _viewer() -> tuple[Reader | None, int | None]:
+    reader_id, edition = _viewer_id()
+    if reader_id is None:
         return None, None
-    return db_session().get(Reader, reader_id), claims.get("e")
+    return db_session().get(Reader, reader_id), edition
 
 
 def _load_story(slug: str) -> Story:
@@ -111,10 +130,7 @@ def story_page(slug: str):  # type: ignore[no-untyped-def]
     decision = access_for(session, reader, story)
     view_token = None
     if decision.access == Access.FREE_STORY:
-        view_token = make_token(
-            Purpose.READ_VIEW,
-            {"r": reader.id, "s": story.id, "e": edition_id},  # type: ignore[union-attr]
-        )
+        view_token = make_compact(Purpose.READ_VIEW, reader.id, story.id, edition_id)  # type: ignore[union-attr]
     if decision.access == Access.PAYWALL:
         bot = verdict(request.method, request.headers.get("User-Agent"))
         if not bot.bot:
@@ -149,24 +165,28 @@ def confirm_read(slug: str):  # type: ignore[no-untyped-def]
     payload = request.get_json(silent=True) or {}
     token = payload.get("token") if isinstance(payload, dict) else None
     try:
-        claims = read_token(Purpose.READ_VIEW, str(token or ""), max_age=VIEW_TOKEN_MAX_AGE)
+        reader_id, story_id, edition_id = read_compact(
+            Purpose.READ_VIEW, str(token or ""), max_age=VIEW_TOKEN_MAX_AGE
+        )
     except InvalidToken as exc:
         return jsonify(error=exc.message), 400
     bot = verdict("POST", request.headers.get("User-Agent"))
     if bot.bot and bot.reason and bot.reason.startswith("scanner"):
         return jsonify(error="not counted", reason=bot.reason), 403
-    session = db_session()
-    found = services.confirmation_target(session, claims.get("r"), slug, claims.get("e"))
-    if found is None or found.story_id is None or found.story_id != claims.get("s"):
-        return jsonify(error="This view is not valid."), 400
-    reader = found.reader
-    viewer, _ = _viewer()
-    if viewer is None or viewer.id != reader.id:
+    viewer_id, _ = _viewer_id()
+    if viewer_id is None or viewer_id != reader_id:
         return jsonify(error="This view belongs to someone else."), 403
-    if session.get_bind().dialect.name == "sqlite":
-        session.commit()  # start the charge in a fresh transaction (see charge_read)
-    result = charge_read(session, reader, found.story_id, edition_id=found.edition_id, now=utcnow())
-    session.commit()
+    with get_db().autocommit() as connection:
+        result = charge_read(
+            connection,
+            reader_id,
+            slug,
+            story_id,
+            edition_id=edition_id,
+            now=utcnow(),  # type: ignore[arg-type]
+        )
+    if result is None:
+        return jsonify(error="This view is not valid."), 400
     status = 200 if result.allowed else 402
     return jsonify(
         charged=result.charged, allowed=result.allowed, free_left=result.free_left

@@ -3,13 +3,20 @@ sending, test send, pause and resume a send in progress."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
 from sqlalchemy import select
 
 from newsletter.billing.entitlement import Plan
+from newsletter.billing.models import BillingSubscription
+from newsletter.db import utcnow
 from newsletter.delivery.ledger import enqueue_now
 from newsletter.delivery.models import Delivery, DeliveryState
 from newsletter.delivery.sender import send_queued
 from newsletter.editions.models import Edition, EditionStory, EditionVariant
+from newsletter.readers.models import Reader
+from newsletter.tracking.models import Read
 from tests.admin.conftest import STAFF, build_edition, fresh, post
 
 
@@ -139,3 +146,35 @@ def test_pause_and_resume_a_send_with_live_progress(app, staff, session, smtp):
     assert "Only an edition that is being sent" in staff.get(response.headers["Location"]).get_data(
         as_text=True
     )
+
+
+def test_a_test_send_carries_the_staff_members_own_counts(app, staff, session, smtp):
+    """The test send fills the holes as the send loop does (one shared function): the
+    staff member's own free stories left, and their own trial's days left."""
+    edition = build_edition(app, session, count=3)
+    me = session.scalar(select(Reader).where(Reader.email_key == STAFF))
+    month = utcnow().astimezone(ZoneInfo(me.timezone)).strftime("%Y-%m")
+    for es in session.get(Edition, edition.id).stories[:2]:
+        session.add(Read(reader_id=me.id, story_id=es.story_id, month=month, metered=True))
+    session.commit()
+
+    post(staff, f"/admin/editions/{edition.id}/test", {"plan": "free"})
+    [message] = smtp.wait_for(STAFF)
+    assert (
+        "You have 8 of 10 free stories left this month."
+        in message.get_body(("plain",)).get_content()
+    )
+
+    session.add(
+        BillingSubscription(
+            stripe_subscription_id="sub_staff",
+            stripe_customer_id="cus_staff",
+            reader_id=me.id,
+            status="trialing",
+            trial_end=utcnow() + timedelta(days=3, hours=1),
+        )
+    )
+    session.commit()
+    post(staff, f"/admin/editions/{edition.id}/test", {"plan": "trial"})
+    message = smtp.wait_for(STAFF, count=2)[-1]
+    assert "Free trial days left: 4." in message.get_body(("plain",)).get_content()

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy import select
 
 from newsletter.db import utcnow
+from newsletter.delivery.ledger import edition_for, enqueue_now
 from newsletter.editions.models import Edition
-from tests.delivery.conftest import add_readers, add_stories, counts_in, edition_dates
+from tests.delivery.conftest import (
+    add_readers,
+    add_stories,
+    counts_in,
+    deliveries,
+    edition_dates,
+)
 
 
 class TestAssemble:
@@ -107,3 +116,80 @@ class TestSend:
         assert good.exit_code == 0, good.output
         assert f"edition of {tomorrow}: 1 readers added" in good.stdout
         assert [d.isoformat() for d in edition_dates(app).values()] == [tomorrow]
+
+
+def pause(app, paused: bool = True) -> int:  # type: ignore[no-untyped-def]
+    """Pause (or resume) today's edition as staff do; returns its id."""
+    with app.extensions["db"].session() as session:
+        edition = session.scalar(select(Edition).where(Edition.date == utcnow().date()))
+        edition.paused = paused
+        return edition.id
+
+
+class TestPausedEdition:
+    def test_send_now_on_a_paused_edition_says_so_and_how_to_resume(self, app, runner, smtp):
+        add_readers(app, 3)
+        add_stories(app, utcnow())
+        with app.app_context(), app.extensions["db"].session() as session:
+            enqueue_now(session, edition_for(session, utcnow().date()))  # a send under way
+        edition_id = pause(app)
+        add_readers(app, 1, prefix="late")
+
+        result = runner.invoke(args=["edition", "send", "--now"])
+
+        assert result.exit_code == 1
+        today = utcnow().date().isoformat()
+        assert (
+            f"error: the edition of {today} is paused (3 readers waiting); resume it with "
+            f"Resume sending at http://localhost/admin/editions/{edition_id}, then run this "
+            "again" in result.stderr
+        )
+        assert "sent: 0" not in result.stdout
+        assert smtp.received == []
+        assert len(deliveries(app)) == 3  # nobody added to a paused send either
+
+        pause(app, False)
+        resumed = runner.invoke(args=["edition", "send", "--now"])
+
+        assert resumed.exit_code == 0, resumed.output
+        assert "1 readers added to the send" in resumed.stdout
+        assert counts_in(resumed.stdout)["sent"] == 4
+
+    def test_a_pause_during_send_now_reports_what_went_and_what_waits(self, app, runner, slow_smtp):
+        add_readers(app, 12)
+        add_stories(app, utcnow())
+        app.config.update(MAIL_URL=slow_smtp.url, SEND_CONNECTIONS=1, SEND_BATCH_SIZE=5)
+        slow_smtp.handler.gate.clear()  # hold the first message at DATA
+
+        def staff_pauses() -> None:
+            deadline = time.monotonic() + 10
+            while slow_smtp.handler.held < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            pause(app)
+            slow_smtp.handler.gate.set()
+
+        staff = threading.Thread(target=staff_pauses)
+        staff.start()
+        result = runner.invoke(args=["edition", "send", "--now"])
+        staff.join()
+
+        assert result.exit_code == 1
+        # The batch already in the sender's hands finishes; the rest waits.
+        assert counts_in(result.stdout)["sent"] == 5
+        assert "is paused (7 readers waiting); resume it with Resume sending" in result.stderr
+        assert len(slow_smtp.received) == 5
+
+    def test_a_scheduled_send_says_which_paused_editions_hold_readers(self, app, runner, smtp):
+        add_readers(app, 2, timezone="UTC", hour=0)  # due all day
+        add_stories(app, utcnow())
+        with app.app_context(), app.extensions["db"].session() as session:
+            enqueue_now(session, edition_for(session, utcnow().date()))
+        pause(app)
+
+        result = runner.invoke(args=["edition", "send"])
+
+        assert result.exit_code == 1
+        assert counts_in(result.stdout)["sent"] == 0
+        today = utcnow().date().isoformat()
+        assert f"error: the edition of {today} is paused (2 readers waiting)" in result.stderr
+        assert smtp.received == []

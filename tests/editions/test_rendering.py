@@ -95,7 +95,7 @@ class TestPersonalization:
             if plan == Plan.FREE:
                 assert f"You have {left} of 10 free stories left" in text
             if plan == Plan.TRIAL:
-                assert "5 days left" in text
+                assert "Free trial days left: 5." in text
             assert "@@" not in html and "@@" not in text
 
     def test_message_id_is_stable_per_edition_and_reader(self, app, session):

@@ -109,3 +109,9 @@ def reads_count(session) -> int:  # type: ignore[no-untyped-def]
 
     session.rollback()
     return session.scalar(select(func.count()).select_from(Read))
+
+
+def clicks_written(app) -> None:  # type: ignore[no-untyped-def]
+    """Write the clicks the app's tracked redirects buffered (its writer thread would,
+    within CLICK_FLUSH_SECONDS): what a test checks next must not depend on timing."""
+    app.extensions["click_log"].flush()

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.tracking.models import Click
-from tests.tracking.conftest import reads_count
+from tests.tracking.conftest import clicks_written, reads_count
 
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 
@@ -23,13 +23,14 @@ class TestRedirect:
         )
         assert reads_count(session) == 0  # a redirect never charges
 
-    def test_every_click_is_logged_with_a_bot_verdict(self, client, sent_edition, session):
+    def test_every_click_is_logged_with_a_bot_verdict(self, app, client, sent_edition, session):
         path = sent_edition.links["ann@example.com"][1]
         client.get(
             path, headers={"User-Agent": BROWSER_UA}, environ_base={"REMOTE_ADDR": "203.0.113.77"}
         )
         client.head(path, headers={"User-Agent": BROWSER_UA})
         client.get(path, headers={"User-Agent": "python-requests/2.32"})
+        clicks_written(app)
         session.rollback()
         clicks = session.scalars(select(Click).order_by(Click.id)).all()
         assert [(c.method, c.bot, c.bot_reason) for c in clicks] == [

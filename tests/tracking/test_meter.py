@@ -217,3 +217,77 @@ def test_simultaneous_confirmations_never_exceed_the_limit(
         t.join(60)
     assert sorted(statuses) == [200] * 3 + [402] * 17
     assert reads_count(session) == 3
+
+
+@pytest.mark.parametrize(("read_before", "second_allowed"), [(2, False), (1, True)])
+def test_a_charge_racing_an_uncommitted_one_never_exceeds_the_limit(
+    app, sent_edition, session, read_before, second_allowed
+):
+    """Deterministic form of the race: the first charge is held uncommitted while the
+    second runs. Both counted the same reads, so both want the same slot: the second
+    must wait for the first, then be refused (no free story left) or take the next slot.
+    Without the unique slot it would count past the limit."""
+    from newsletter.db import utcnow
+    from newsletter.tracking.meter import charge_read, month_key
+
+    db = app.extensions["db"]
+    ann = session.scalar(select(Reader).where(Reader.email == "ann@example.com"))
+    stories = [es.story for es in sent_edition.edition.stories]
+    now = utcnow()
+    month = month_key(ann.timezone, now)
+    for n, story in enumerate(stories[:read_before], start=1):
+        session.add(Read(reader_id=ann.id, story_id=story.id, month=month, metered=True, slot=n))
+    session.commit()
+    first, second = stories[read_before], stories[read_before + 1]
+
+    results = []
+
+    def racer() -> None:
+        with app.app_context(), db.autocommit() as connection:
+            results.append(charge_read(connection, ann.id, second.slug, second.id, now=now))
+
+    thread = threading.Thread(target=racer)
+    with db.engine.connect() as holder:
+        held = holder.begin()
+        try:
+            with app.app_context():
+                got = charge_read(holder, ann.id, first.slug, first.id, now=now)
+            assert got is not None and got.charged
+            thread.start()
+            thread.join(1.0)
+            waited = thread.is_alive()
+        finally:
+            held.commit()
+    thread.join(30)
+    assert waited, "the second charge must wait for the first"
+    [result] = results
+    assert result.allowed is second_allowed and result.charged is second_allowed
+    assert result.free_left == 0
+    session.rollback()
+    slots = sorted(s for s in session.scalars(select(Read.slot).where(Read.reader_id == ann.id)))
+    assert slots == list(range(1, min(3, read_before + 2) + 1))
+
+
+def test_a_read_stays_counted_when_its_story_is_deleted(app, client, sent_edition, session):
+    """Stories in an edition cannot be deleted; one read outside any edition (through the
+    reading cookie) can, and still counts: the month's slots keep no gap."""
+    from newsletter.stories.importing import import_stories
+    from newsletter.stories.models import Story
+    from tests.tracking.conftest import NOW, OUTLETS, story_doc
+
+    import_stories(session, {"outlets": OUTLETS, "stories": [story_doc(40)]}, now=NOW)
+    session.commit()
+    extra = session.scalar(select(Story).where(Story.external_id == "t40"))
+    open_story(client, sent_edition.links["ann@example.com"][0])  # the reading cookie
+    page = client.get(f"/stories/{extra.slug}", headers={"User-Agent": BROWSER_UA})
+    assert confirm(client, page, extra.slug).json["free_left"] == 2
+    session.rollback()  # SQLite: a fresh snapshot, or the delete could not take the lock
+    session.delete(session.get(Story, extra.id))
+    session.commit()
+    page = open_story(client, sent_edition.links["ann@example.com"][1])
+    assert "2 of 3 free stories left this month" in page.get_data(as_text=True)
+    assert confirm(client, page, slug_of(page)).json == {
+        "allowed": True,
+        "charged": True,
+        "free_left": 1,
+    }

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from newsletter.tracking.models import Click
-from tests.tracking.conftest import reads_count
+from tests.tracking.conftest import clicks_written, reads_count
 
 SCANNERS = {
     "Microsoft Defender Safe Links": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0 SafeLinks",
@@ -32,6 +32,7 @@ def test_scanner_following_every_link_moves_no_meter(app, sent_edition, session,
             scanner.head(link, headers={"User-Agent": ua}, follow_redirects=True)
             page = scanner.get(link, headers={"User-Agent": ua}, follow_redirects=True)
             assert page.status_code == 200
+    clicks_written(app)
     assert reads_count(session) == 0
     # The clicks are logged all the same, for the dashboard.
     total = session.scalar(select(func.count()).select_from(Click))
@@ -43,6 +44,7 @@ def test_scanners_are_marked_as_bots_in_the_click_log(app, sent_edition, session
         if name == "browser disguise":
             continue
         app.test_client().get(sent_edition.links["ann@example.com"][0], headers={"User-Agent": ua})
+    clicks_written(app)
     session.rollback()
     verdicts = session.scalars(select(Click.bot)).all()
     assert verdicts and all(verdicts)
