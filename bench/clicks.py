@@ -63,6 +63,7 @@ from newsletter.editions.models import EditionStory
 from newsletter.readers.models import Reader, ReaderStatus
 from newsletter.stories.models import Story
 from newsletter.tokens import LinkSigner, Purpose, make_compact
+from newsletter.tracking.meter import month_key, month_number
 from newsletter.tracking.models import Click, Read
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -167,7 +168,9 @@ def make_fixture(  # type: ignore[no-untyped-def]
                 for n in range(readers)
             ],
         )
-        reader_ids = list(session.scalars(select(Reader.id).order_by(Reader.id)))
+        ordered = select(Reader.id, Reader.timezone).order_by(Reader.id)
+        zones = {rid: zone for rid, zone in session.execute(ordered)}
+        reader_ids = list(zones)
         session.execute(
             insert(Delivery),
             [
@@ -217,12 +220,16 @@ def make_fixture(  # type: ignore[no-untyped-def]
         rid: "bsd_reading=" + make_compact(Purpose.READING, rid, edition_id, secret=secret)
         for rid in reader_ids
     }
+    # What the story page puts in its view token: the meter's month in the reader's zone.
+    months = {rid: month_number(month_key(zone, utcnow())) for rid, zone in zones.items()}
     rng.shuffle(pairs)
     slices = [Requests(out / f"reads-{n}.tsv") for n in range(rounds + 1)]
     size = len(pairs) // len(slices)
     for n, part in enumerate(slices):
         for rid, sid, slug in pairs[n * size : (n + 1) * size]:
-            token = make_compact(Purpose.READ_VIEW, rid, sid, edition_id, secret=secret)
+            token = make_compact(
+                Purpose.READ_VIEW, rid, sid, edition_id, months[rid], secret=secret
+            )
             body = json.dumps({"token": token}, separators=(",", ":"))
             part.add("POST", f"/stories/{slug}/read", cookies[rid], body)
     for f in (redirects, warm_redirects, *slices):
@@ -514,7 +521,7 @@ def main() -> int:
                 # PostgreSQL runs with it off): without statistics the planner takes the
                 # 10,000 fresh deliveries for a handful of rows.
                 connection.exec_driver_sql("ANALYZE")
-            app.extensions["db"].engine.dispose()
+            app.extensions["db"].dispose()
             say(
                 f"clicks: setup {time.perf_counter() - started:.1f} s: {fixture.readers} "
                 f"readers x {fixture.stories} stories on PostgreSQL; gunicorn -w {WORKERS} "
@@ -563,7 +570,7 @@ def main() -> int:
                 reads = session.scalar(
                     select(func.count()).select_from(Read).where(Read.month != HISTORY_MONTH)
                 )
-            app.extensions["db"].engine.dispose()
+            app.extensions["db"].dispose()
 
     # Every answered request committed its row. wrk may leave the last few in-flight
     # responses out of its count (the server still commits them): at most one per

@@ -210,7 +210,7 @@ def main() -> int:
             ours = sorted(time_pass(ours_build, readers) for _ in range(ROUNDS))
             ours_seconds, ours_size = ours[ROUNDS // 2]
             base_seconds, base_size = time_pass(baseline.build, readers)
-        app.extensions["db"].engine.dispose()
+        app.extensions["db"].dispose()
 
     n = args.messages
     per_ours = ours_seconds / n * 1e6

@@ -381,7 +381,7 @@ def main() -> int:
             base_cpu = (cpu_1 - cpu_0) + (cpu_seconds() - cpu_2)
             received = sink.messages() - before
             states = ledger_states(app, built.edition_id)
-            app.extensions["db"].engine.dispose()
+            app.extensions["db"].dispose()
 
     if states != {"sent": n} or result["sent"] != n:
         raise BenchError(f"not every reader got the edition: ledger {states}, run {result}")

@@ -198,10 +198,10 @@ def link_signer() -> LinkSigner:
 
 # --- compact tokens for the reading paths -------------------------------------------------
 # The reading cookie (reader, edition) and the story page's per-view token (reader, story,
-# edition) are made or checked on every tracked redirect and read confirmation. An
-# edition of 0 stands for "none".
+# edition, the meter's month as yyyymm) are made or checked on every tracked redirect and
+# read confirmation. An edition of 0 stands for "none".
 
-_COMPACT_FIELDS = {Purpose.READING: 2, Purpose.READ_VIEW: 3}
+_COMPACT_FIELDS = {Purpose.READING: 2, Purpose.READ_VIEW: 4}
 
 
 @lru_cache(maxsize=16)

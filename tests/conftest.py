@@ -134,7 +134,7 @@ def app(
 ) -> Iterator[Flask]:
     app = make_app(database_url, tmp_path, smtp, **app_settings)
     yield app
-    app.extensions["db"].engine.dispose()
+    app.extensions["db"].dispose()
 
 
 @pytest.fixture
@@ -258,4 +258,4 @@ def live_server(
     server.start()
     yield server
     server.stop()
-    app.extensions["db"].engine.dispose()
+    app.extensions["db"].dispose()

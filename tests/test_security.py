@@ -109,7 +109,7 @@ class TestRateLimits:
             ).status_code
             == 429
         )
-        other.extensions["db"].engine.dispose()
+        other.extensions["db"].dispose()
 
 
 class TestErrors:

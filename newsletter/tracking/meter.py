@@ -27,7 +27,6 @@ from sqlalchemy import (
     literal,
     null,
     select,
-    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -40,7 +39,7 @@ from newsletter.billing.entitlement import (
     plan_of,
 )
 from newsletter.billing.models import BillingSubscription
-from newsletter.db import NO_FLUSH_WAIT, UTCDateTime, utcnow
+from newsletter.db import NO_FLUSH_WAIT, DriverStatement, UTCDateTime, utcnow
 from newsletter.editions.models import Edition
 from newsletter.readers.models import Reader
 from newsletter.stories.models import Story
@@ -60,6 +59,7 @@ class AccessDecision:
     access: Access
     free_left: int
     free_per_month: int
+    month: str | None = None  # the reader's month, when the meter was asked ("2026-11")
 
     @property
     def full_story(self) -> bool:
@@ -80,6 +80,16 @@ def free_per_month() -> int:
 def month_key(timezone: str, now: datetime) -> str:
     """The calendar month in the reader's own time zone: '2026-11'."""
     return now.astimezone(ZoneInfo(timezone)).strftime("%Y-%m")
+
+
+def month_number(month: str) -> int:
+    """'2026-11' as 202611, for a compact token."""
+    return int(month.replace("-", ""))
+
+
+def month_of_number(number: int) -> str:
+    """202611 as '2026-11'."""
+    return f"{number // 100:04d}-{number % 100:02d}"
 
 
 def reads_this_month(session: Session, reader_id: int, month: str) -> int:
@@ -145,28 +155,36 @@ def access_for(
     used, already = _month_reads(session.connection(), reader.id, story.id, month)
     left = max(0, limit - used)
     if already:
-        return AccessDecision(Access.ALREADY_READ, left, limit)
-    return AccessDecision(Access.FREE_STORY if left > 0 else Access.PAYWALL, left, limit)
+        return AccessDecision(Access.ALREADY_READ, left, limit, month)
+    return AccessDecision(Access.FREE_STORY if left > 0 else Access.PAYWALL, left, limit, month)
 
 
 _reads, _readers, _stories, _editions = (
     Read.__table__, Reader.__table__, Story.__table__, Edition.__table__
 )  # fmt: skip
 _subs = BillingSubscription.__table__
-# Everything a charge needs to know besides this month's reads, in one round trip: the
-# reader's time zone, the story the page's slug names, whether the edition still exists,
-# and the reader's live subscriptions (one row each; one row of NULLs when none).
+_STORY_MATCHES = (
+    select(_stories.c.id)
+    .where(_stories.c.id == bindparam("story_id"), _stories.c.slug == bindparam("slug"))
+    .exists()
+)
+_READER_EXISTS = select(_readers.c.id).where(_readers.c.id == bindparam("reader_id")).exists()
+# No subscription that could entitle the reader: then the reader is certainly on the free
+# plan (`best` of nothing), without asking the entitlement rule.
+_NO_LIVE_SUBSCRIPTION = ~(
+    select(_subs.c.id)
+    .where(_subs.c.reader_id == bindparam("reader_id"), LIVE_SUBSCRIPTION)
+    .exists()
+)
+# Why a charge inserted nothing, in one round trip: whether the reader exists, the story
+# the page's slug names, and the reader's live subscriptions (one row each; one row of
+# NULLs when none).
 _CHARGE_FACTS = (
     select(
-        _readers.c.timezone,
         select(_stories.c.id)
         .where(_stories.c.slug == bindparam("slug"))
         .scalar_subquery()
         .label("story_id"),
-        select(_editions.c.id)
-        .where(_editions.c.id == bindparam("edition_id"))
-        .scalar_subquery()
-        .label("edition_id"),
         *(_subs.c[name].label(f"sub_{name}") for name in SUBSCRIPTION_STATE),
     )
     .select_from(_readers)
@@ -175,7 +193,13 @@ _CHARGE_FACTS = (
 )
 
 
-def _charge_statement(dialect: str, *, metered: bool) -> Executable:
+class _Charge(StrEnum):
+    FIRST = "first"  # metered, if the reader has no live subscription at all
+    METERED = "metered"  # the entitlement rule said free
+    UNMETERED = "unmetered"  # the entitlement rule said trial or paid
+
+
+def _charge_statement(dialect: str, kind: _Charge) -> Executable:
     """One INSERT that charges a read, atomic on its own: no lock, no transaction around.
 
     Metered: the read takes slot (metered reads this month + 1), only while that count is
@@ -183,10 +207,12 @@ def _charge_statement(dialect: str, *, metered: bool) -> Executable:
     the same reads pick the same slot, and the unique (reader, month, slot) lets only
     one of them in (the other waits for it to commit, then inserts nothing): that is what
     keeps simultaneous confirmations from exceeding the limit. Unmetered (trial and paid
-    readers): the read is only recorded. Either way it returns the slot of a row that went
-    in, and nothing when none did (already read, no free story left, or a lost race).
-    On PostgreSQL the statement's commit does not wait for the disk (`NO_FLUSH_WAIT`).
+    readers): the read is only recorded. Every kind checks that the reader exists and the
+    slug is the story's, and names the edition only if it still exists. It returns the
+    slot of a row that went in, nothing when none did. On PostgreSQL its commit does not
+    wait for the disk (`NO_FLUSH_WAIT`).
     """
+    metered = kind != _Charge.UNMETERED
     this_month = (_reads.c.reader_id == bindparam("reader_id")) & (
         _reads.c.month == bindparam("month")
     )
@@ -196,19 +222,22 @@ def _charge_statement(dialect: str, *, metered: bool) -> Executable:
         .where(this_month, _reads.c.metered.is_(True))
         .scalar_subquery()
     )
+    edition = select(_editions.c.id).where(_editions.c.id == bindparam("edition_id"))
     row = select(
         bindparam("reader_id", type_=Integer),
         bindparam("story_id", type_=Integer),
         bindparam("month", type_=String),
         literal(metered),
         (used + 1) if metered else null(),
-        bindparam("edition_id", type_=Integer),
+        edition.scalar_subquery(),
         bindparam("at", type_=UTCDateTime()),
-    )
+    ).where(_READER_EXISTS, _STORY_MATCHES)
     if metered:
         row = row.where(used < bindparam("limit"))
-    # SQLite: an INSERT ... SELECT ... ON CONFLICT needs a WHERE (its parser's rule).
-    row = row.where(NO_FLUSH_WAIT == "off" if dialect == "postgresql" else true())
+    if kind == _Charge.FIRST:
+        row = row.where(_NO_LIVE_SUBSCRIPTION)
+    if dialect == "postgresql":
+        row = row.where(NO_FLUSH_WAIT == "off")
     columns = ["reader_id", "story_id", "month", "metered", "slot", "edition_id", "at"]
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
@@ -217,10 +246,12 @@ def _charge_statement(dialect: str, *, metered: bool) -> Executable:
 
 
 _CHARGE = {
-    (dialect, metered): _charge_statement(dialect, metered=metered)
+    (dialect, kind): _charge_statement(dialect, kind)
     for dialect in ("postgresql", "sqlite")
-    for metered in (True, False)
+    for kind in _Charge
 }
+# The charge nearly every confirmation is, straight on the driver on PostgreSQL.
+_FIRST_CHARGE_PG = DriverStatement(_CHARGE[("postgresql", _Charge.FIRST)], postgresql.dialect())
 
 
 @dataclass(frozen=True)
@@ -243,44 +274,56 @@ def charge_read(
     slug: str,
     story_id: int,
     *,
+    month: str,
     edition_id: int | None = None,
     now: datetime | None = None,
 ) -> ChargeResult | None:
-    """Record that the reader read the story, using up a free story when it is a new one.
-    None when there is no such reader or `slug` is not that story's (the caller's 400).
+    """Record that the reader read the story in `month`, using up a free story when it is
+    a new one. None when there is no such reader or `slug` is not that story's (the
+    caller's 400).
+
+    `month` is the one the story page was shown in (its view token carries it): the page
+    decided to show the story in full against that month's free stories, so that month
+    pays for it, even when the reader's clock passes midnight of the 1st before the page
+    confirms.
 
     Every statement is atomic on its own (see `_charge_statement`), so on PostgreSQL run
-    it on an autocommit connection (`Database.autocommit`): a first read is two round
-    trips, the facts and the charge. Only a charge that inserted nothing asks why, and a
-    charge that lost a race for a slot tries again: each loss means another read took a
-    slot, so it ends within FREE_STORIES_PER_MONTH tries.
+    it on an autocommit connection (`Database.autocommit`). A free reader's first read of
+    a story is ONE statement. Only a charge that inserted nothing asks why: the reader has
+    a subscription (the entitlement rule decides), the story was read already, no free
+    story is left, or another read took the slot first (try again: each loss means a
+    slot was taken, so it ends within FREE_STORIES_PER_MONTH tries).
     """
     now = now or utcnow()
-    params: dict[str, object] = {"reader_id": reader_id, "slug": slug, "edition_id": edition_id}
-    rows = connection.execute(_CHARGE_FACTS, params).all()
-    if not rows or rows[0].story_id != story_id:
-        return None
-    subs = [
-        _Sub(reader_id, *(getattr(row, f"sub_{name}") for name in SUBSCRIPTION_STATE))
-        for row in rows
-        if row.sub_status is not None
-    ]
-    unlimited = best(subs, now)[0] in (Plan.TRIAL, Plan.PAID)
     limit = free_per_month()
-    month = month_key(rows[0].timezone, now)
-    params.update(
-        story_id=story_id, month=month, edition_id=rows[0].edition_id, at=now, limit=limit
-    )
-    charge = _CHARGE[(connection.dialect.name, not unlimited)]
+    params = {
+        "reader_id": reader_id, "slug": slug, "story_id": story_id, "month": month,
+        "edition_id": edition_id, "at": now, "limit": limit,
+    }  # fmt: skip
+    dialect = connection.dialect.name
+    kind = _Charge.FIRST
     for _ in range(limit + 2):
-        slot = connection.execute(charge, params).scalar()
-        if unlimited:
-            return ChargeResult(charged=False, allowed=True, free_left=limit)
+        if kind == _Charge.FIRST and dialect == "postgresql":
+            slot = _FIRST_CHARGE_PG.scalar(connection, params)
+        else:
+            slot = connection.execute(_CHARGE[(dialect, kind)], params).scalar()
         if slot is not None:
             return ChargeResult(charged=True, allowed=True, free_left=max(0, limit - slot))
+        rows = connection.execute(_CHARGE_FACTS, params).all()
+        if not rows or rows[0].story_id != story_id:
+            return None
+        subs = [
+            _Sub(reader_id, *(getattr(row, f"sub_{name}") for name in SUBSCRIPTION_STATE))
+            for row in rows
+            if row.sub_status is not None
+        ]
+        if best(subs, now)[0] in (Plan.TRIAL, Plan.PAID):
+            connection.execute(_CHARGE[(dialect, _Charge.UNMETERED)], params)
+            return ChargeResult(charged=False, allowed=True, free_left=limit)
         used, already = _month_reads(connection, reader_id, story_id, month)
         if already:
             return ChargeResult(charged=False, allowed=True, free_left=max(0, limit - used))
         if used >= limit:
             return ChargeResult(charged=False, allowed=False, free_left=0)
+        kind = _Charge.METERED  # a slot taken meanwhile, or a subscription giving no plan
     raise RuntimeError("the meter could not place a read")  # unreachable: see above

@@ -24,7 +24,13 @@ from newsletter.tokens import Purpose, link_signer, make_compact, read_compact
 from newsletter.tracking import services
 from newsletter.tracking.bots import verdict
 from newsletter.tracking.clicklog import ClickLog
-from newsletter.tracking.meter import Access, access_for, charge_read
+from newsletter.tracking.meter import (
+    Access,
+    access_for,
+    charge_read,
+    month_number,
+    month_of_number,
+)
 
 bp = Blueprint("tracking", __name__)
 
@@ -130,7 +136,13 @@ def story_page(slug: str):  # type: ignore[no-untyped-def]
     decision = access_for(session, reader, story)
     view_token = None
     if decision.access == Access.FREE_STORY:
-        view_token = make_compact(Purpose.READ_VIEW, reader.id, story.id, edition_id)  # type: ignore[union-attr]
+        view_token = make_compact(
+            Purpose.READ_VIEW,
+            reader.id,  # type: ignore[union-attr]
+            story.id,
+            edition_id,
+            month_number(decision.month),  # type: ignore[arg-type]
+        )
     if decision.access == Access.PAYWALL:
         bot = verdict(request.method, request.headers.get("User-Agent"))
         if not bot.bot:
@@ -165,7 +177,7 @@ def confirm_read(slug: str):  # type: ignore[no-untyped-def]
     payload = request.get_json(silent=True) or {}
     token = payload.get("token") if isinstance(payload, dict) else None
     try:
-        reader_id, story_id, edition_id = read_compact(
+        reader_id, story_id, edition_id, month = read_compact(
             Purpose.READ_VIEW, str(token or ""), max_age=VIEW_TOKEN_MAX_AGE
         )
     except InvalidToken as exc:
@@ -181,9 +193,10 @@ def confirm_read(slug: str):  # type: ignore[no-untyped-def]
             connection,
             reader_id,
             slug,
-            story_id,
+            story_id,  # type: ignore[arg-type]
+            month=month_of_number(month),  # type: ignore[arg-type]
             edition_id=edition_id,
-            now=utcnow(),  # type: ignore[arg-type]
+            now=utcnow(),
         )
     if result is None:
         return jsonify(error="This view is not valid."), 400

@@ -68,7 +68,7 @@ def test_the_worker_runs_it_daily(monkeypatch, tmp_path):
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/w.db", "SECRET_KEY": "k" * 40})
     [job] = [j for j in build_scheduler(app).get_jobs() if j.id == "reconcile_billing"]
     assert str(job.trigger) == "cron[hour='3', minute='17']"
-    app.extensions["db"].engine.dispose()
+    app.extensions["db"].dispose()
 
     # Without STRIPE_SECRET_KEY the job logs and returns: nothing to reach.
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/job.db")

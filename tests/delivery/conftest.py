@@ -44,7 +44,7 @@ def pg_app(request: pytest.FixtureRequest, tmp_path: Path, smtp: SmtpServer) -> 
     _truncate_pg(url)
     app = make_app(url, tmp_path, smtp)
     yield app
-    app.extensions["db"].engine.dispose()
+    app.extensions["db"].dispose()
 
 
 @pytest.fixture

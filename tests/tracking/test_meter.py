@@ -164,6 +164,67 @@ class TestMonths:
         session.rollback()
         assert sorted({r.month for r in session.scalars(select(Read))}) == ["2026-11", "2026-12"]
 
+    def test_a_page_shown_before_midnight_of_the_1st_is_charged_to_its_month(
+        self, client, sent_edition, session
+    ):
+        """The page decided against November's free stories: November pays for it, even
+        when the script confirms after the reader's clock passed into December."""
+        links = sent_edition.links["ann@example.com"]
+        with time_machine.travel(datetime(2026, 11, 30, 23, 59, 50, tzinfo=UTC), tick=False):
+            page = open_story(client, links[0])
+        with time_machine.travel(datetime(2026, 12, 1, 0, 0, 5, tzinfo=UTC), tick=False):
+            assert confirm(client, page, slug_of(page)).json["free_left"] == 2
+            # December is untouched: all three of its free stories are left.
+            html = open_story(client, links[1]).get_data(as_text=True)
+            assert "3 of 3 free stories left this month" in html
+        session.rollback()
+        assert [r.month for r in session.scalars(select(Read))] == ["2026-11"]
+
+
+class TestPlanChangesBetweenPageAndConfirmation:
+    """The view token is issued to a free reader; the plan may change before the page's
+    script confirms. The entitlement rule decides at confirmation."""
+
+    def _subscribe(self, session, status: str, **dates):  # type: ignore[no-untyped-def]
+        from newsletter.billing.models import BillingSubscription
+
+        ann = session.scalar(select(Reader).where(Reader.email == "ann@example.com"))
+        session.add(
+            BillingSubscription(
+                stripe_subscription_id=f"sub_{status}",
+                reader_id=ann.id,
+                stripe_customer_id="cus_ann",
+                status=status,
+                **dates,
+            )
+        )
+        session.commit()
+
+    def test_a_trial_started_meanwhile_reads_without_charging(self, client, sent_edition, session):
+        from datetime import timedelta
+
+        page = open_story(client, sent_edition.links["ann@example.com"][0])
+        self._subscribe(session, "trialing", trial_end=datetime.now(UTC) + timedelta(days=7))
+        response = confirm(client, page, slug_of(page))
+        assert response.status_code == 200
+        assert response.json == {"allowed": True, "charged": False, "free_left": 3}
+        session.rollback()
+        [read] = session.scalars(select(Read)).all()
+        assert read.metered is False and read.slot is None
+
+    def test_a_subscription_past_its_grace_period_still_pays_with_free_stories(
+        self, client, sent_edition, session
+    ):
+        from datetime import timedelta
+
+        page = open_story(client, sent_edition.links["ann@example.com"][0])
+        self._subscribe(session, "past_due", past_due_since=datetime.now(UTC) - timedelta(days=30))
+        response = confirm(client, page, slug_of(page))
+        assert response.json == {"allowed": True, "charged": True, "free_left": 2}
+        session.rollback()
+        [read] = session.scalars(select(Read)).all()
+        assert read.metered is True and read.slot == 1
+
 
 def test_simultaneous_confirmations_never_exceed_the_limit(
     app, sent_edition, session, database_url
@@ -244,14 +305,16 @@ def test_a_charge_racing_an_uncommitted_one_never_exceeds_the_limit(
 
     def racer() -> None:
         with app.app_context(), db.autocommit() as connection:
-            results.append(charge_read(connection, ann.id, second.slug, second.id, now=now))
+            results.append(
+                charge_read(connection, ann.id, second.slug, second.id, month=month, now=now)
+            )
 
     thread = threading.Thread(target=racer)
     with db.engine.connect() as holder:
         held = holder.begin()
         try:
             with app.app_context():
-                got = charge_read(holder, ann.id, first.slug, first.id, now=now)
+                got = charge_read(holder, ann.id, first.slug, first.id, month=month, now=now)
             assert got is not None and got.charged
             thread.start()
             thread.join(1.0)
