@@ -25,16 +25,15 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PendingClick:
+class PendingClick(NamedTuple):
     """A click as the redirect saw it; `services.write_clicks` adds what the database
     knows (the delivery time, hence the bot verdict)."""
 
