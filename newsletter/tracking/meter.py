@@ -216,22 +216,28 @@ def _charge_statement(dialect: str, kind: _Charge) -> Executable:
     this_month = (_reads.c.reader_id == bindparam("reader_id")) & (
         _reads.c.month == bindparam("month")
     )
-    used = (
-        select(func.count())
+    # Counted once, in a derived table the row is selected from.
+    month_reads = (
+        select(func.count().label("used"))
         .select_from(_reads)
         .where(this_month, _reads.c.metered.is_(True))
-        .scalar_subquery()
+        .subquery("month_reads")
     )
+    used = month_reads.c.used
     edition = select(_editions.c.id).where(_editions.c.id == bindparam("edition_id"))
-    row = select(
-        bindparam("reader_id", type_=Integer),
-        bindparam("story_id", type_=Integer),
-        bindparam("month", type_=String),
-        literal(metered),
-        (used + 1) if metered else null(),
-        edition.scalar_subquery(),
-        bindparam("at", type_=UTCDateTime()),
-    ).where(_READER_EXISTS, _STORY_MATCHES)
+    row = (
+        select(
+            bindparam("reader_id", type_=Integer),
+            bindparam("story_id", type_=Integer),
+            bindparam("month", type_=String),
+            literal(metered),
+            (used + 1) if metered else null(),
+            edition.scalar_subquery(),
+            bindparam("at", type_=UTCDateTime()),
+        )
+        .select_from(month_reads)
+        .where(_READER_EXISTS, _STORY_MATCHES)
+    )
     if metered:
         row = row.where(used < bindparam("limit"))
     if kind == _Charge.FIRST:
