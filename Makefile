@@ -23,12 +23,18 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks (bench/README.md): scripts with a baseline in the same run, not tests.
-# bench/send.py needs PostgreSQL (BENCH_DATABASE_URL; its schema is wiped) and
-# Postfix's smtp-sink (Debian: apt-get install -y postfix).
+# send.py, clicks.py and webhooks.py need PostgreSQL (each wipes the schema of its own
+# database); send.py needs Postfix's smtp-sink (apt-get install -y postfix), clicks.py
+# needs wrk (apt-get install -y wrk). Each prints its ratio last; `-` keeps going when
+# one misses its target.
 BENCH_DATABASE_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test_h3
+CLICKS_DATABASE_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test_h4
+WEBHOOKS_DATABASE_URL ?= postgresql+psycopg://root@127.0.0.1:5432/test_h5
 bench: install
-	$(BIN)/python bench/render.py
-	$(BIN)/python bench/send.py --readers 20000 --database-url $(BENCH_DATABASE_URL)
+	-$(BIN)/python bench/render.py
+	-$(BIN)/python bench/send.py --readers 20000 --database-url $(BENCH_DATABASE_URL)
+	-$(BIN)/python bench/clicks.py --database-url $(CLICKS_DATABASE_URL)
+	-$(BIN)/python bench/webhooks.py --database-url $(WEBHOOKS_DATABASE_URL)
 
 lint: install
 	$(BIN)/ruff check .

@@ -27,6 +27,7 @@ if sys.path[:1] != [str(ROOT)]:
 from flask import Flask  # noqa: E402
 from sqlalchemy import create_engine, inspect, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.exc import OperationalError  # noqa: E402
 
 from newsletter.app import create_app  # noqa: E402
 from newsletter.config import normalize_database_url  # noqa: E402
@@ -78,6 +79,7 @@ def scratch_database(url: str | None, *, wipe: bool = False) -> Iterator[str]:
         upgrade(url)
         yield url
         return
+    _create_if_missing(url)
     engine = create_engine(url)
     try:
         tables = set(inspect(engine).get_table_names(schema="public"))
@@ -97,6 +99,26 @@ def scratch_database(url: str | None, *, wipe: bool = False) -> Iterator[str]:
     finally:
         engine.dispose()
     yield url
+
+
+def _create_if_missing(url: str) -> None:
+    """A fresh machine has no scratch databases yet: make the one named."""
+    probe = create_engine(url)
+    try:
+        with probe.connect():
+            return
+    except OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise
+    finally:
+        probe.dispose()
+    parsed = make_url(url)
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+    finally:
+        admin.dispose()
 
 
 def bench_app(database_url: str, tmp_dir: str, **overrides: Any) -> Flask:
