@@ -134,6 +134,7 @@ def app(
 ) -> Iterator[Flask]:
     app = make_app(database_url, tmp_path, smtp, **app_settings)
     yield app
+    app.extensions["click_log"].close()
     app.extensions["db"].dispose()
 
 
@@ -258,4 +259,5 @@ def live_server(
     server.start()
     yield server
     server.stop()
+    app.extensions["click_log"].close()
     app.extensions["db"].dispose()

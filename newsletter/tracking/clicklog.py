@@ -79,6 +79,7 @@ class ClickLog:
         self._pending: list[PendingClick] = []
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     @property
     def pending(self) -> int:
@@ -92,7 +93,7 @@ class ClickLog:
                     log.warning("click buffer full: %d clicks dropped so far", self.dropped)
                 return
             self._pending.append(click)
-            if self._thread is None:
+            if self._thread is None and not self._closed:
                 self._thread = threading.Thread(
                     target=self._run, name="click-log-writer", daemon=True
                 )
@@ -120,6 +121,18 @@ class ClickLog:
                         self._pending[:0] = batch[:keep]
                     raise
 
+    def close(self) -> None:
+        """Write what is buffered and stop the writer thread: nothing is written after
+        this returns (a test's app, before its database is emptied for the next test).
+        A process that exits does the writing by itself."""
+        with self._lock:
+            self._closed = True
+            self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(10)
+        self.flush()
+
     def _run(self) -> None:
         idle_since = time.monotonic()
         failures = 0
@@ -134,7 +147,8 @@ class ClickLog:
                 failures += 1
                 log.exception("writing clicks failed (attempt %d); they are kept", failures)
             with self._lock:
-                if not self._pending and time.monotonic() - idle_since > self.idle_seconds:
+                idle = not self._pending and time.monotonic() - idle_since > self.idle_seconds
+                if idle or self._closed:
                     self._thread = None
                     return
 

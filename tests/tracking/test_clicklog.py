@@ -79,6 +79,7 @@ def test_a_failed_write_keeps_the_clicks_for_the_next_one(app, client, sent_edit
     assert failures == [5] and log.pending == 5
     assert log.flush() == 5
     assert click_count(session) == 5
+    log.close()
 
 
 def test_a_full_buffer_drops_new_clicks_and_counts_them(app, sent_edition):
@@ -89,6 +90,7 @@ def test_a_full_buffer_drops_new_clicks_and_counts_them(app, sent_edition):
     for _ in range(5):
         log.record(services.pending_click(claims, method="GET", user_agent=BROWSER_UA, ip=None))
     assert (log.pending, log.dropped) == (3, 2)
+    log.close()
 
 
 def test_clicks_still_buffered_are_written_when_the_process_exits(
@@ -116,6 +118,18 @@ assert app.extensions["click_log"].pending == 5
     )
     assert done.returncode == 0, done.stderr
     assert click_count(session) == 5
+
+
+def test_closing_writes_the_buffer_and_ends_the_writer(app, client, sent_edition, session):
+    """A test's app closes its click log before the next test empties the database: no
+    click of this test may land in the next one's tables."""
+    log: ClickLog = app.extensions["click_log"]
+    log.flush_seconds = 3600
+    client.get(sent_edition.links["ann@example.com"][0], headers={"User-Agent": BROWSER_UA})
+    assert log.pending == 1
+    log.close()
+    assert log.pending == 0 and click_count(session) == 1
+    assert log._thread is None  # the writer thread has ended
 
 
 @pytest.mark.parametrize(
