@@ -104,7 +104,10 @@ def _viewer_id() -> tuple[int | None, int | None]:
     """The reader looking at a story page (signed in, or via a reading cookie) and the
     edition they came from; no database query."""
     cookie_reader, edition = reading_cookie()
-    signed_in = signed_in_reader_id()
+    # Without a session cookie nobody is signed in: leave the session untouched (an
+    # accessed session costs every response a Vary header and a save).
+    has_session = current_app.config["SESSION_COOKIE_NAME"] in request.cookies
+    signed_in = signed_in_reader_id() if has_session else None
     if signed_in is not None:
         return signed_in, edition if cookie_reader == signed_in else None
     return cookie_reader, edition
