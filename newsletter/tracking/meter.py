@@ -178,14 +178,16 @@ _NO_LIVE_SUBSCRIPTION = ~(
 )
 # Why a charge inserted nothing, in one round trip: whether the reader exists, the story
 # the page's slug names, and the reader's live subscriptions (one row each; one row of
-# NULLs when none).
+# NULLs when none). A row with a subscription is what the entitlement rule reads
+# (`SubscriptionState`): its columns keep their names.
 _CHARGE_FACTS = (
     select(
         select(_stories.c.id)
         .where(_stories.c.slug == bindparam("slug"))
         .scalar_subquery()
         .label("story_id"),
-        *(_subs.c[name].label(f"sub_{name}") for name in SUBSCRIPTION_STATE),
+        _subs.c.reader_id,
+        *(_subs.c[name] for name in SUBSCRIPTION_STATE),
     )
     .select_from(_readers)
     .outerjoin(_subs, (_subs.c.reader_id == _readers.c.id) & LIVE_SUBSCRIPTION)
@@ -260,20 +262,6 @@ _CHARGE = {
 _FIRST_CHARGE_PG = DriverStatement(_CHARGE[("postgresql", _Charge.FIRST)], postgresql.dialect())
 
 
-@dataclass(frozen=True)
-class _Sub:
-    """A subscription row of `_CHARGE_FACTS`, as the entitlement rule reads it."""
-
-    reader_id: int
-    our_price: bool
-    status: str
-    trial_end: datetime | None
-    current_period_end: datetime | None
-    cancel_at_period_end: bool
-    cancel_at: datetime | None
-    past_due_since: datetime | None
-
-
 def charge_read(
     connection: Connection,
     reader_id: int,
@@ -318,11 +306,7 @@ def charge_read(
         rows = connection.execute(_CHARGE_FACTS, params).all()
         if not rows or rows[0].story_id != story_id:
             return None
-        subs = [
-            _Sub(reader_id, *(getattr(row, f"sub_{name}") for name in SUBSCRIPTION_STATE))
-            for row in rows
-            if row.sub_status is not None
-        ]
+        subs = [row for row in rows if row.status is not None]
         if best(subs, now)[0] in (Plan.TRIAL, Plan.PAID):
             connection.execute(_CHARGE[(dialect, _Charge.UNMETERED)], params)
             return ChargeResult(charged=False, allowed=True, free_left=limit)
