@@ -412,6 +412,11 @@ def main() -> None:
         f"checks: {duplicates} redeliveries answered duplicate, each event processed once; "
         f"all {len(posts)} posts again: all duplicate"
     )
+    settled = sum(b"(stored from a later read)" in body for _, body in answers)
+    say(
+        f"{len(posts) - duplicates - settled} events re-read Stripe; {settled} were about a "
+        "subscription stored from a later read, and were answered from it"
+    )
     say(f"app answering redeliveries only: {len(posts) / again_took:.0f} posts/s")
     say(f"baseline (verify only): {base_rate:.0f} posts/s ({before:.2f} s, {after:.2f} s)")
     ratio = rate / base_rate

@@ -225,12 +225,16 @@ class DriverStatement:
         self.sql = str(compiled)
         self.constants = {k: v for k, v in compiled.params.items() if v is not None}
 
-    def scalar(self, connection: Connection, params: dict[str, Any]) -> Any:
-        """The first column of the first row, or None."""
+    def first(self, connection: Connection, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row, or None."""
         driver = connection.connection.driver_connection
         with driver.cursor() as cursor:  # type: ignore[union-attr]
             cursor.execute(self.sql, {**self.constants, **params})
-            row = cursor.fetchone()
+            return cursor.fetchone()  # type: ignore[no-any-return]
+
+    def scalar(self, connection: Connection, params: dict[str, Any]) -> Any:
+        """The first column of the first row, or None."""
+        row = self.first(connection, params)
         return row[0] if row else None
 
 

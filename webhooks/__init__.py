@@ -8,9 +8,9 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
-from newsletter.billing.events import process_event
+from newsletter.billing.events import process_event, settle_from_store
 from newsletter.billing.gateway import gateway
-from newsletter.db import db_session
+from newsletter.db import db_session, get_db
 from webhooks.signature import BadWebhook, verify_event
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,11 @@ def stripe_webhook():  # type: ignore[no-untyped-def]
         )
     except BadWebhook as exc:
         return jsonify(error=str(exc)), 400
-    session = db_session()
-    outcome = process_event(session, gateway(), event)
-    session.commit()
+    with get_db().autocommit() as connection:
+        outcome = settle_from_store(connection, event)
+    if outcome is None:
+        session = db_session()
+        outcome = process_event(session, gateway(), event)
+        session.commit()
     log.info("stripe event %s %s: %s", event["id"], event["type"], outcome)
     return jsonify(received=True, outcome=outcome)

@@ -1,5 +1,7 @@
-"""Stripe webhook events, once each: `process_event` records the event id, then
-`handle_billing_webhook_event` dispatches on its type to the services.
+"""Stripe webhook events, once each: `settle_from_store` answers what the stored state
+already answers (a redelivery; a re-sync that a later read of Stripe already covers);
+otherwise `process_event` records the event id, then `handle_billing_webhook_event`
+dispatches on its type to the services.
 
 The id is inserted in the same transaction as the work. A redelivery finds it and does
 nothing; two deliveries at once race on the primary key, and the database makes the
@@ -13,16 +15,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from newsletter.billing import services
 from newsletter.billing.gateway import StripeGateway
 from newsletter.billing.models import BillingSubscription, StripeEvent
-from newsletter.db import utcnow
+from newsletter.db import DriverStatement, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -58,35 +61,42 @@ def _insert_event(dialect: str) -> Any:
 _INSERT_EVENT = {dialect: _insert_event(dialect) for dialect in services.INSERTS}
 
 
+def _created(event: Mapping[str, Any]) -> datetime | None:
+    created = event.get("created")
+    return datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None
+
+
+def _event_values(event: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "event_id": event["id"],
+        "type": str(event["type"])[:100],
+        "created": _created(event),
+        "received_at": utcnow(),
+    }
+
+
 def record_event(session: Session, event: Mapping[str, Any]) -> bool:
     """Store the event id; False when it was stored before (a duplicate)."""
-    created = event.get("created")
     connection = session.connection()
     inserted = connection.execute(
-        _INSERT_EVENT[connection.dialect.name],
-        {
-            "event_id": event["id"],
-            "type": str(event["type"])[:100],
-            "created": datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
-            "received_at": utcnow(),
-        },
+        _INSERT_EVENT[connection.dialect.name], _event_values(event)
     ).scalar()
     return inserted is not None
-
-
-_IS_RECORDED = select(StripeEvent.__table__.c.event_id).where(
-    StripeEvent.__table__.c.event_id == bindparam("event_id")
-)
-
-
-def is_recorded(session: Session, event_id: str) -> bool:
-    return session.connection().execute(_IS_RECORDED, {"event_id": event_id}).first() is not None
 
 
 CHECKOUT_EVENTS = frozenset(
     {"checkout.session.completed", "checkout.session.async_payment_succeeded"}
 )
 INVOICE_EVENTS = frozenset({"invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed"})
+# Events whose whole handling is "re-read the subscription from Stripe and store it".
+SYNC_ONLY_EVENTS = (
+    CHECKOUT_EVENTS | SUBSCRIPTION_EVENTS | {"invoice.paid", "invoice.payment_succeeded"}
+)
+# A subscription stored from a read of Stripe's API that went out at least this long after
+# an event was created already shows what the event reports, and anything since. Stripe
+# stamps `created` in whole seconds by its clock: one second for that, one for our clock
+# running ahead of Stripe's (NTP keeps servers within milliseconds of each other).
+READ_COVERS_EVENT_AFTER = timedelta(seconds=2)
 
 
 def event_subscription_id(event: Mapping[str, Any]) -> str | None:
@@ -104,26 +114,105 @@ def event_subscription_id(event: Mapping[str, Any]) -> str | None:
     return None
 
 
+_SUBSCRIPTIONS = services.SUBSCRIPTIONS
+_EVENTS = StripeEvent.__table__
+
+
+def _subscription_column(column: Any) -> Any:
+    return (
+        select(column)
+        .where(_SUBSCRIPTIONS.c.stripe_subscription_id == bindparam("sid"))
+        .scalar_subquery()
+    )
+
+
+_SEEN = (
+    select(_EVENTS.c.event_id).where(_EVENTS.c.event_id == bindparam("event_id")).scalar_subquery()
+)
+_SYNCED_AT = _subscription_column(_SUBSCRIPTIONS.c.synced_at)
+_STATUS = _subscription_column(_SUBSCRIPTIONS.c.status)
+# Seen before? And the event's subscription as stored. One round trip, no transaction.
+_PROBE = select(_SEEN.label("seen"), _SYNCED_AT.label("synced_at"), _STATUS.label("status"))
+
+
+def _settle_pg() -> DriverStatement:
+    """PostgreSQL: the probe, and the event's insert when the stored read covers it (a
+    `covers_until` the read went out at or after), in one statement."""
+    columns = _EVENTS.c
+    names = ("event_id", "type", "created", "received_at")
+    values = select(*(bindparam(name, type_=columns[name].type) for name in names)).where(
+        bindparam("covers_until", type_=columns.created.type) <= _SYNCED_AT
+    )
+    inserted = (
+        services.INSERTS["postgresql"](_EVENTS)
+        .from_select(names, values)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(columns.event_id)
+        .cte("inserted")
+    )
+    statement = _PROBE.add_columns(select(inserted.c.event_id).scalar_subquery())
+    return DriverStatement(statement, postgresql.dialect())
+
+
+_SETTLE_PG = _settle_pg()
+
+
+def settle_from_store(connection: Connection, event: Mapping[str, Any]) -> str | None:
+    """Answer a verified event from what is stored, on an autocommit connection
+    (`Database.autocommit`); None when it needs `process_event`.
+
+    - An id stored before: DUPLICATE, one read, no transaction.
+    - A re-sync event (`SYNC_ONLY_EVENTS`) whose subscription was stored from a read of
+      Stripe that went out `READ_COVERS_EVENT_AFTER` or more after the event was created:
+      re-reading Stripe would store what is stored already, so the id is recorded (on
+      its own: there is no other work to go with it) and the stored state reported.
+      This is what Stripe's retries look like after this endpoint was down: every queued
+      event about a subscription at once, hours old, and one read of Stripe then serves
+      them all. An event newer than the stored read, or of any other type, goes the
+      whole way.
+
+    PostgreSQL does both in one statement; SQLite (no INSERT inside WITH) in two."""
+    created = _created(event)
+    sync_only = event["type"] in SYNC_ONLY_EVENTS and created is not None
+    params = {
+        **_event_values(event),
+        "sid": event_subscription_id(event) if sync_only else None,
+        "covers_until": created + READ_COVERS_EVENT_AFTER if created else None,
+    }
+    if connection.dialect.name == "postgresql":
+        row = _SETTLE_PG.first(connection, params)
+        assert row is not None  # a SELECT without FROM has one row
+        seen, _, status, inserted = row
+    else:
+        probe = connection.execute(_PROBE, params).one()
+        seen, synced_at, status = probe
+        covered = seen is None and synced_at is not None and synced_at >= params["covers_until"]
+        inserted = connection.execute(_INSERT_EVENT["sqlite"], params).scalar() if covered else None
+    if seen is not None:
+        return DUPLICATE
+    if inserted is not None:
+        return f"synced: {status} (stored from a later read)"
+    # Not covered, or another delivery of it was inserted meanwhile (`process_event`
+    # finds that out).
+    return None
+
+
 def process_event(session: Session, gw: StripeGateway, event: Mapping[str, Any]) -> str:
-    """Record and handle one verified event. The caller commits.
+    """Record and handle one verified event (after `settle_from_store` gave None). The
+    caller commits.
 
     The event id is inserted in the same transaction as the handler's changes; the
     insert (primary key) is what decides between two deliveries at once. The event's
     subscription is read from Stripe before any row of it is locked. How the two are
     ordered depends on the database's locks:
 
-    - PostgreSQL: the insert first, so a redelivery costs one statement; the Stripe read
-      then waits under no lock anyone else needs (only this event id's).
+    - PostgreSQL: the insert first; the Stripe read then waits under no lock anyone else
+      needs (only this event id's).
     - SQLite: its one lock covers the whole database, so it is never held while waiting
-      on Stripe: a plain read turns most redeliveries away, then Stripe is read, then
-      the insert takes the lock for a short transaction."""
+      on Stripe: Stripe is read first, then the insert takes the lock for a short
+      transaction."""
     subscription_id = event_subscription_id(event)
     if session.get_bind().dialect.name == "sqlite":
-        if is_recorded(session, event["id"]):
-            return DUPLICATE
-        # A read transaction cannot take the write lock once another writer has
-        # committed: end it before the insert.
-        session.rollback()
         fetched = services.fetch_subscription(gw, subscription_id) if subscription_id else None
         if not record_event(session, event):
             return DUPLICATE

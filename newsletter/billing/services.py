@@ -219,11 +219,14 @@ def _store_customer(
     return row
 
 
+_CUSTOMER_READER = select(BillingCustomer.__table__.c.reader_id).where(
+    BillingCustomer.__table__.c.stripe_customer_id == bindparam("customer_id")
+)
+
+
 def reader_for_customer(session: Session, gw: StripeGateway, customer_id: str) -> int | None:
     """The reader a Stripe customer belongs to, remembering a new match."""
-    stored = session.scalar(
-        select(BillingCustomer.reader_id).where(BillingCustomer.stripe_customer_id == customer_id)
-    )
+    stored = session.connection().scalar(_CUSTOMER_READER, {"customer_id": customer_id})
     if stored is not None:
         return stored
     try:
@@ -355,11 +358,15 @@ _SELECT_SUBSCRIPTION = select(SUBSCRIPTIONS).where(
     SUBSCRIPTIONS.c.stripe_subscription_id == bindparam("sid")
 )
 _SELECT_SUBSCRIPTION_FOR_UPDATE = _SELECT_SUBSCRIPTION.with_for_update()
-_INSERT_SUBSCRIPTION = (
-    insert(SUBSCRIPTIONS)
+# A first sync claims the subscription by inserting it: a second first sync of it waits on
+# that insert (the unique id), then finds the row and syncs again over it.
+_INSERT_SUBSCRIPTION = {
+    dialect: insert_(SUBSCRIPTIONS)
     .values({c: bindparam(c.key, type_=c.type) for c in _WRITABLE})
+    .on_conflict_do_nothing(index_elements=["stripe_subscription_id"])
     .returning(SUBSCRIPTIONS.c.id)
-)
+    for dialect, insert_ in INSERTS.items()
+}
 _UPDATE_SUBSCRIPTION = (
     update(SUBSCRIPTIONS)
     .where(SUBSCRIPTIONS.c.id == bindparam("row_id"))
@@ -367,27 +374,28 @@ _UPDATE_SUBSCRIPTION = (
 )
 
 
+class _StoredMeanwhile(Exception):
+    """Another transaction stored the subscription after this one found no row."""
+
+
 def lock_subscription(session: Session, subscription_id: str) -> BillingSubscription | None:
     """Lock one subscription until the transaction ends; a snapshot of its row, if any.
 
-    PostgreSQL: the row lock (SELECT … FOR UPDATE) when the row exists, one statement in
-    the usual case; a subscription not stored yet is locked by name (advisory lock) and
-    re-read, so two first syncs of it queue, and a sync arriving after the first commit
-    queues on the row. SQLite: the database's write lock.
+    PostgreSQL: the row lock (SELECT … FOR UPDATE). A subscription not stored yet has no
+    row to lock: its first sync claims it by inserting it (`_write`), and of two first
+    syncs at once, the second's insert waits for the first's transaction, finds the row
+    and syncs again over it (`sync_subscription`). SQLite: the database's write lock.
 
     The snapshot is a detached `BillingSubscription`; `apply_subscription` writes it back
     with one Core statement. Webhooks run this for nearly every event, and the ORM's unit
     of work costs more here than the statements themselves."""
     connection = session.connection()
-    postgres = connection.dialect.name == "postgresql"
     params = {"sid": subscription_id}
-    found = None
-    if postgres:
+    if connection.dialect.name == "postgresql":
         found = connection.execute(_SELECT_SUBSCRIPTION_FOR_UPDATE, params).mappings().first()
-    if found is None:
+    else:
         lock(session, f"subscription:{subscription_id}")
-        query = _SELECT_SUBSCRIPTION_FOR_UPDATE if postgres else _SELECT_SUBSCRIPTION
-        found = connection.execute(query, params).mappings().first()
+        found = connection.execute(_SELECT_SUBSCRIPTION, params).mappings().first()
     return BillingSubscription(**found) if found is not None else None
 
 
@@ -395,7 +403,9 @@ def _write(session: Session, row: BillingSubscription) -> None:
     values = {c.key: getattr(row, c.key) for c in _WRITABLE}
     connection = session.connection()
     if row.id is None:
-        row.id = connection.execute(_INSERT_SUBSCRIPTION, values).scalar_one()
+        row.id = connection.execute(_INSERT_SUBSCRIPTION[connection.dialect.name], values).scalar()
+        if row.id is None:
+            raise _StoredMeanwhile(row.stripe_subscription_id)
     else:
         connection.execute(_UPDATE_SUBSCRIPTION, {**values, "row_id": row.id})
 
@@ -498,14 +508,20 @@ def sync_subscription(
     """Re-read one subscription from Stripe and store it: the only way a subscription
     changes here, whoever asks (webhook, return from Checkout, reconciliation).
 
-    `fetched`: read before the transaction (the webhook does, so it holds no lock while
-    it waits on Stripe); `apply_subscription` then keeps whichever read is newer."""
-    row = lock_subscription(session, subscription_id)
+    Stripe is read first (or `fetched` was, by a caller that read it earlier), so no lock
+    is held while waiting on Stripe; `apply_subscription` then keeps whichever read is
+    newer, this one or what another sync stored meanwhile."""
     fetched = fetched or fetch_subscription(gw, subscription_id)
     if fetched.obj is None:
         log.warning("subscription %s: not found at Stripe", subscription_id)
         return None
-    return apply_subscription(session, gw, fetched.obj, row=row, fetched_at=fetched.at)
+    for _ in range(3):  # a second try finds the row; a third only if it was deleted meanwhile
+        row = lock_subscription(session, subscription_id)
+        try:
+            return apply_subscription(session, gw, fetched.obj, row=row, fetched_at=fetched.at)
+        except _StoredMeanwhile:
+            continue  # the row is there now (committed): lock it and sync over it
+    raise RuntimeError(f"subscription {subscription_id} kept changing while it was stored")
 
 
 # --- checkout and portal -----------------------------------------------------------------
@@ -619,17 +635,12 @@ def complete_checkout(
     subscription_id = stripe_id(checkout.get("subscription"))
     row = None
     if subscription_id:
-        fetched = fetch_subscription(gw, subscription_id)  # before any lock is taken
-        row = sync_subscription(session, gw, subscription_id, fetched=fetched)
+        row = sync_subscription(session, gw, subscription_id)
     # Checked after the sync, whose lock comes first in the transaction (see `lock`).
     mine = checkout.get("client_reference_id") == str(reader.id)
     customer_id = stripe_id(checkout.get("customer"))
     if not mine and customer_id:
-        owner = session.scalar(
-            select(BillingCustomer.reader_id).where(
-                BillingCustomer.stripe_customer_id == customer_id
-            )
-        )
+        owner = session.connection().scalar(_CUSTOMER_READER, {"customer_id": customer_id})
         mine = owner == reader.id
     if not mine:
         raise NotFound("We couldn't find that checkout.")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from sqlalchemy import func, select
 
 from newsletter.billing.entitlement import Plan, plan_of
 from newsletter.billing.gateway import StripeGateway
-from newsletter.billing.models import BillingCustomer
+from newsletter.billing.models import BillingCustomer, BillingSubscription
 from newsletter.readers.models import Reader
 from newsletter.tracking.models import Event, EventKind
 from tests.billing.conftest import (
@@ -114,6 +115,83 @@ class TestOrder:
         post_event(client, stale)
         assert subscription_row(session, sub["id"]).status == "canceled"
         assert plan(session, reader) == Plan.FREE
+
+
+class TestAnsweredFromStore:
+    """An event about a subscription stored from a read of Stripe made after the event
+    was created: that read already shows what the event reports (Stripe's retries after
+    an outage arrive like this, hours late, many per subscription)."""
+
+    def test_an_older_event_is_recorded_without_asking_stripe(self, client, session, fake_stripe):
+        reader, customer = ann_with_customer(session, fake_stripe)
+        sub = fake_stripe.add_subscription(customer["id"], PRICE_ID, trial_days=7)
+        invoice = fake_stripe.add_invoice(sub["id"], status="paid", amount=0)
+        hour_ago = int(time.time()) - 3600
+        created = fake_stripe.event("customer.subscription.created", sub, created=hour_ago)
+        paid = fake_stripe.event("invoice.paid", invoice, created=hour_ago)
+        assert post_event(client, created).json["outcome"] == "synced: trialing"
+        reads = len(fake_stripe.calls("GET", "/v1/subscriptions/"))
+        # Stripe's state changed since, but the event is older than our read of it: the
+        # change comes with its own (newer) event.
+        fake_stripe.set(sub["id"], status="active")
+        answer = post_event(client, paid)
+        assert answer.json["outcome"] == "synced: trialing (stored from a later read)"
+        assert len(fake_stripe.calls("GET", "/v1/subscriptions/")) == reads
+        assert post_event(client, paid).json["outcome"] == "duplicate"
+        assert [e.event_id for e in event_rows(session)] == [created["id"], paid["id"]]
+        assert plan(session, reader) == Plan.TRIAL
+
+        updated = fake_stripe.event("customer.subscription.updated", sub)  # created now
+        assert post_event(client, updated).json["outcome"] == "synced: active"
+        assert len(fake_stripe.calls("GET", "/v1/subscriptions/")) == reads + 1
+        assert plan(session, reader) == Plan.PAID
+
+    def test_events_with_more_to_do_than_a_sync_always_go_the_whole_way(
+        self, client, session, fake_stripe, smtp
+    ):
+        reader, customer = ann_with_customer(session, fake_stripe)
+        sub = fake_stripe.add_subscription(customer["id"], PRICE_ID, trial_days=3)
+        hour_ago = int(time.time()) - 3600
+        created = fake_stripe.event("customer.subscription.created", sub, created=hour_ago)
+        ending = fake_stripe.event("customer.subscription.trial_will_end", sub, created=hour_ago)
+        assert post_event(client, created).json["outcome"] == "synced: trialing"
+        assert post_event(client, ending).json["outcome"] == "emailed: trial will end"
+        smtp.wait_for("ann@example.com")
+
+
+def test_two_first_syncs_of_one_subscription_store_one_row(app, session, fake_stripe):
+    """Deterministic form of two events about a new subscription at once: the first sync
+    is held uncommitted after storing the row, the second must wait for it (PostgreSQL:
+    on the row's insert; SQLite: on the write lock), then sync over that row. One row,
+    one trial start."""
+    from newsletter.billing.gateway import gateway
+    from newsletter.billing.services import fetch_subscription, sync_subscription
+
+    reader, customer = ann_with_customer(session, fake_stripe)
+    sub = fake_stripe.add_subscription(customer["id"], PRICE_ID, trial_days=7)
+    db = app.extensions["db"]
+    results = []
+
+    def second() -> None:
+        with app.app_context(), db.session() as other:
+            row = sync_subscription(other, gateway(), sub["id"])
+            results.append((row.id, row.status))
+
+    thread = threading.Thread(target=second)
+    with app.app_context(), db.session() as first:
+        fetched = fetch_subscription(gateway(), sub["id"])
+        held = sync_subscription(first, gateway(), sub["id"], fetched=fetched)
+        assert held is not None and held.id is not None
+        thread.start()
+        thread.join(1.0)
+        waited = thread.is_alive()
+    thread.join(30)
+    assert waited, "the second sync must wait for the first"
+    assert results == [(held.id, "trialing")]
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(BillingSubscription)) == 1
+    assert count(session, EventKind.TRIAL_STARTED) == 1
+    assert plan(session, reader) == Plan.TRIAL
 
 
 class TestIgnored:
