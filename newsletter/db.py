@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -211,31 +211,57 @@ class Database:
 
 
 class DriverStatement:
-    """A Core statement compiled once for PostgreSQL and run on the driver's own cursor.
+    """A Core statement for a hot path: on PostgreSQL compiled once and run on the driver's
+    own cursor; on SQLite run through SQLAlchemy as usual.
 
-    For the one or two statements a hot request runs (the read confirmation's charge):
-    SQLAlchemy's execution machinery costs more CPU than the statement does at the
-    database. Its constants (literals, `+ 1`) are bound once here; the rest come per call.
-    Only where values need no SQLAlchemy type processing (ints, strings, booleans, aware
-    datetimes, which psycopg sends as they are).
+    For the few statements a hot request runs (the read confirmation's charge, a webhook's
+    event and subscription): SQLAlchemy's execution machinery costs more CPU than the
+    statement does at the database. Its constants (literals, `+ 1`) are bound once here;
+    the rest come per call. Only where values need no SQLAlchemy type processing on
+    PostgreSQL (ints, strings, booleans, aware datetimes, which psycopg sends and returns
+    as they are); SQLite, which stores datetimes naive, keeps the column types' processing.
     """
 
-    def __init__(self, statement: Any, dialect: Any) -> None:
-        compiled = statement.compile(dialect=dialect)
+    def __init__(self, statement: Any, *, elsewhere: Any = None) -> None:
+        """`elsewhere`: the statement for SQLite when it differs (dialect-specific inserts)."""
+        from sqlalchemy.dialects import postgresql
+
+        self.statement = statement if elsewhere is None else elsewhere
+        compiled = statement.compile(dialect=postgresql.dialect())
         self.sql = str(compiled)
         self.constants = {k: v for k, v in compiled.params.items() if v is not None}
 
+    def _run(self, connection: Connection, params: dict[str, Any]) -> Any:
+        """The driver's cursor (the caller closes it) or SQLAlchemy's result."""
+        if connection.dialect.name != "postgresql":
+            return connection.execute(self.statement, params)
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(self.sql, {**self.constants, **params})
+        return cursor
+
     def first(self, connection: Connection, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """The first row, or None."""
-        driver = connection.connection.driver_connection
-        with driver.cursor() as cursor:  # type: ignore[union-attr]
-            cursor.execute(self.sql, {**self.constants, **params})
-            return cursor.fetchone()  # type: ignore[no-any-return]
+        with closing(self._run(connection, params)) as result:
+            return tuple(row) if (row := result.fetchone()) is not None else None
+
+    def mapping(self, connection: Connection, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The first row by column name, or None."""
+        if connection.dialect.name != "postgresql":
+            found = connection.execute(self.statement, params).mappings().first()
+            return dict(found) if found is not None else None
+        with closing(self._run(connection, params)) as cursor:
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            return dict(zip([c.name for c in cursor.description], row, strict=True))
 
     def scalar(self, connection: Connection, params: dict[str, Any]) -> Any:
         """The first column of the first row, or None."""
         row = self.first(connection, params)
         return row[0] if row else None
+
+    def execute(self, connection: Connection, params: dict[str, Any]) -> None:
+        self._run(connection, params).close()
 
 
 def get_db() -> Database:

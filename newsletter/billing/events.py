@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Connection, bindparam, select, true
 from sqlalchemy.orm import Session
 
 from newsletter.billing import services
@@ -57,8 +56,9 @@ def _insert_event(dialect: str) -> Any:
     )
 
 
-# Built once: webhooks run this insert for every event.
+# Built once: webhooks run this insert for every event they process.
 _INSERT_EVENT = {dialect: _insert_event(dialect) for dialect in services.INSERTS}
+_RECORD_EVENT = DriverStatement(_INSERT_EVENT["postgresql"], elsewhere=_INSERT_EVENT["sqlite"])
 
 
 def _created(event: Mapping[str, Any]) -> datetime | None:
@@ -77,11 +77,7 @@ def _event_values(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def record_event(session: Session, event: Mapping[str, Any]) -> bool:
     """Store the event id; False when it was stored before (a duplicate)."""
-    connection = session.connection()
-    inserted = connection.execute(
-        _INSERT_EVENT[connection.dialect.name], _event_values(event)
-    ).scalar()
-    return inserted is not None
+    return _RECORD_EVENT.scalar(session.connection(), _event_values(event)) is not None
 
 
 CHECKOUT_EVENTS = frozenset(
@@ -151,7 +147,7 @@ def _settle_pg() -> DriverStatement:
         .cte("inserted")
     )
     statement = _PROBE.add_columns(select(inserted.c.event_id).scalar_subquery())
-    return DriverStatement(statement, postgresql.dialect())
+    return DriverStatement(statement)
 
 
 _SETTLE_PG = _settle_pg()
@@ -197,30 +193,43 @@ def settle_from_store(connection: Connection, event: Mapping[str, Any]) -> str |
     return None
 
 
+def _record_and_lock() -> DriverStatement:
+    """PostgreSQL: the event's insert and its subscription's row lock in one statement.
+    No row back: a duplicate; else the id recorded and the row locked (all None: none)."""
+    recorded = _INSERT_EVENT["postgresql"].cte("recorded")
+    row = services.SELECT_SUBSCRIPTION.with_for_update().lateral("subscription")
+    return DriverStatement(
+        select(recorded.c.event_id.label("recorded_event_id"), row).select_from(
+            recorded.outerjoin(row, true())
+        )
+    )
+
+
+_RECORD_AND_LOCK = _record_and_lock()
+
+
 def process_event(session: Session, gw: StripeGateway, event: Mapping[str, Any]) -> str:
     """Record and handle one verified event (after `settle_from_store` gave None). The
     caller commits.
 
-    The event id is inserted in the same transaction as the handler's changes; the
-    insert (primary key) is what decides between two deliveries at once. The event's
-    subscription is read from Stripe before any row of it is locked. How the two are
-    ordered depends on the database's locks:
-
-    - PostgreSQL: the insert first; the Stripe read then waits under no lock anyone else
-      needs (only this event id's).
-    - SQLite: its one lock covers the whole database, so it is never held while waiting
-      on Stripe: Stripe is read first, then the insert takes the lock for a short
-      transaction."""
+    The event's subscription is read from Stripe first, under no lock. Then the event id
+    is inserted in the same transaction as the handler's changes; the insert (primary
+    key) is what decides between two deliveries at once (both may have read Stripe).
+    PostgreSQL inserts the id and locks the subscription's row in one statement; SQLite's
+    insert takes its one write lock, which covers the row too."""
     subscription_id = event_subscription_id(event)
-    if session.get_bind().dialect.name == "sqlite":
-        fetched = services.fetch_subscription(gw, subscription_id) if subscription_id else None
+    fetched = services.fetch_subscription(gw, subscription_id) if subscription_id else None
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
         if not record_event(session, event):
             return DUPLICATE
-    else:
-        if not record_event(session, event):
-            return DUPLICATE
-        fetched = services.fetch_subscription(gw, subscription_id) if subscription_id else None
-    return handle_billing_webhook_event(session, gw, event, fetched)
+        return handle_billing_webhook_event(session, gw, event, fetched)
+    found = _RECORD_AND_LOCK.mapping(connection, {**_event_values(event), "sid": subscription_id})
+    if found is None:
+        return DUPLICATE
+    del found["recorded_event_id"]
+    locked = services.Locked(BillingSubscription(**found) if found["id"] is not None else None)
+    return handle_billing_webhook_event(session, gw, event, fetched, locked)
 
 
 def _sync(
@@ -228,10 +237,11 @@ def _sync(
     gw: StripeGateway,
     subscription_id: str | None,
     fetched: services.Fetched | None,
+    locked: services.Locked | None,
 ) -> str:
     if not subscription_id:
         return "ignored: no subscription"
-    row = services.sync_subscription(session, gw, subscription_id, fetched=fetched)
+    row = services.sync_subscription(session, gw, subscription_id, fetched=fetched, locked=locked)
     return f"synced: {row.status}" if row is not None else "ignored: not ours"
 
 
@@ -240,23 +250,26 @@ def handle_billing_webhook_event(
     gw: StripeGateway,
     event: Mapping[str, Any],
     fetched: services.Fetched | None = None,
+    locked: services.Locked | None = None,
 ) -> str:
     """Dispatch one event; returns what was done, for the log and the response body.
 
     Handlers take only ids from the payload and everything else from Stripe's API (read
-    now, or `fetched` just before for the event's subscription), so any order of delivery
-    ends in Stripe's current state."""
+    now, or `fetched` just before for the event's subscription, whose row the transaction
+    may have `locked` already), so any order of delivery ends in Stripe's current state."""
     obj: Mapping[str, Any] = event["data"]["object"]
     subscription_id = event_subscription_id(event)
     match event["type"]:
         case kind if kind in CHECKOUT_EVENTS:
             if obj.get("mode") != "subscription":
                 return "ignored: not a subscription checkout"
-            return _sync(session, gw, subscription_id, fetched)
+            return _sync(session, gw, subscription_id, fetched, locked)
         case kind if kind in SUBSCRIPTION_EVENTS:
-            return _sync(session, gw, subscription_id, fetched)
+            return _sync(session, gw, subscription_id, fetched, locked)
         case "customer.subscription.trial_will_end":
-            row = services.sync_subscription(session, gw, str(subscription_id), fetched=fetched)
+            row = services.sync_subscription(
+                session, gw, str(subscription_id), fetched=fetched, locked=locked
+            )
             if row is None or not row.our_price:
                 return "ignored: not ours"
             if row.status != "trialing":
@@ -267,9 +280,9 @@ def handle_billing_webhook_event(
                 else "no email: address refuses mail"
             )
         case "invoice.paid" | "invoice.payment_succeeded":
-            return _sync(session, gw, subscription_id, fetched)
+            return _sync(session, gw, subscription_id, fetched, locked)
         case "invoice.payment_failed":
-            return _payment_failed(session, gw, obj, fetched)
+            return _payment_failed(session, gw, obj, fetched, locked)
         case "customer.updated" | "customer.deleted":
             return services.refresh_customer(session, gw, str(obj.get("id")))
         case _:
@@ -281,6 +294,7 @@ def _payment_failed(
     gw: StripeGateway,
     invoice: Mapping[str, Any],
     fetched: services.Fetched | None,
+    locked: services.Locked | None,
 ) -> str:
     subscription_id = services.invoice_subscription_id(invoice)
     if not subscription_id:
@@ -291,7 +305,7 @@ def _payment_failed(
             BillingSubscription.stripe_subscription_id == subscription_id
         )
     )
-    row = services.sync_subscription(session, gw, subscription_id, fetched=fetched)
+    row = services.sync_subscription(session, gw, subscription_id, fetched=fetched, locked=locked)
     if row is None or not row.our_price:
         return "ignored: not ours"
     if row.payment_failure_invoice_id == invoice_id and told_before != invoice_id:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from newsletter.billing.entitlement import LIVE_STATUSES, Plan, best, had_trial, plan_for
 from newsletter.billing.gateway import PRICE_LOOKUP_KEY, StripeGateway, is_not_found
 from newsletter.billing.models import BillingCustomer, BillingSubscription, StripeEvent
-from newsletter.db import Database, utcnow
+from newsletter.db import Database, DriverStatement, utcnow
 from newsletter.editions.models import Edition
 from newsletter.errors import NewsletterError, NotFound
 from newsletter.mail.sending import send_email
@@ -219,14 +219,16 @@ def _store_customer(
     return row
 
 
-_CUSTOMER_READER = select(BillingCustomer.__table__.c.reader_id).where(
-    BillingCustomer.__table__.c.stripe_customer_id == bindparam("customer_id")
+_CUSTOMER_READER = DriverStatement(
+    select(BillingCustomer.__table__.c.reader_id).where(
+        BillingCustomer.__table__.c.stripe_customer_id == bindparam("customer_id")
+    )
 )
 
 
 def reader_for_customer(session: Session, gw: StripeGateway, customer_id: str) -> int | None:
     """The reader a Stripe customer belongs to, remembering a new match."""
-    stored = session.connection().scalar(_CUSTOMER_READER, {"customer_id": customer_id})
+    stored = _CUSTOMER_READER.scalar(session.connection(), {"customer_id": customer_id})
     if stored is not None:
         return stored
     try:
@@ -354,10 +356,13 @@ SUBSCRIPTIONS = BillingSubscription.__table__
 # The statements a webhook runs for nearly every event, built once with bound parameters:
 # building them per call (cache keys over 20-odd values) cost more than running them.
 _WRITABLE = [c for c in SUBSCRIPTIONS.columns if c.key != "id"]
-_SELECT_SUBSCRIPTION = select(SUBSCRIPTIONS).where(
+SELECT_SUBSCRIPTION = select(SUBSCRIPTIONS).where(
     SUBSCRIPTIONS.c.stripe_subscription_id == bindparam("sid")
 )
-_SELECT_SUBSCRIPTION_FOR_UPDATE = _SELECT_SUBSCRIPTION.with_for_update()
+# PostgreSQL locks the row; SQLite has no row locks (its write lock is taken first).
+_LOCK_SUBSCRIPTION = DriverStatement(
+    SELECT_SUBSCRIPTION.with_for_update(), elsewhere=SELECT_SUBSCRIPTION
+)
 # A first sync claims the subscription by inserting it: a second first sync of it waits on
 # that insert (the unique id), then finds the row and syncs again over it.
 _INSERT_SUBSCRIPTION = {
@@ -367,11 +372,21 @@ _INSERT_SUBSCRIPTION = {
     .returning(SUBSCRIPTIONS.c.id)
     for dialect, insert_ in INSERTS.items()
 }
-_UPDATE_SUBSCRIPTION = (
+_STORE_SUBSCRIPTION = DriverStatement(
+    _INSERT_SUBSCRIPTION["postgresql"], elsewhere=_INSERT_SUBSCRIPTION["sqlite"]
+)
+_UPDATE_SUBSCRIPTION = DriverStatement(
     update(SUBSCRIPTIONS)
     .where(SUBSCRIPTIONS.c.id == bindparam("row_id"))
     .values({c: bindparam(c.key, type_=c.type) for c in _WRITABLE})
 )
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A subscription's row as the caller's transaction has locked it (None: not stored)."""
+
+    row: BillingSubscription | None
 
 
 class _StoredMeanwhile(Exception):
@@ -390,12 +405,9 @@ def lock_subscription(session: Session, subscription_id: str) -> BillingSubscrip
     with one Core statement. Webhooks run this for nearly every event, and the ORM's unit
     of work costs more here than the statements themselves."""
     connection = session.connection()
-    params = {"sid": subscription_id}
-    if connection.dialect.name == "postgresql":
-        found = connection.execute(_SELECT_SUBSCRIPTION_FOR_UPDATE, params).mappings().first()
-    else:
+    if connection.dialect.name != "postgresql":
         lock(session, f"subscription:{subscription_id}")
-        found = connection.execute(_SELECT_SUBSCRIPTION, params).mappings().first()
+    found = _LOCK_SUBSCRIPTION.mapping(connection, {"sid": subscription_id})
     return BillingSubscription(**found) if found is not None else None
 
 
@@ -403,11 +415,11 @@ def _write(session: Session, row: BillingSubscription) -> None:
     values = {c.key: getattr(row, c.key) for c in _WRITABLE}
     connection = session.connection()
     if row.id is None:
-        row.id = connection.execute(_INSERT_SUBSCRIPTION[connection.dialect.name], values).scalar()
+        row.id = _STORE_SUBSCRIPTION.scalar(connection, values)
         if row.id is None:
             raise _StoredMeanwhile(row.stripe_subscription_id)
     else:
-        connection.execute(_UPDATE_SUBSCRIPTION, {**values, "row_id": row.id})
+        _UPDATE_SUBSCRIPTION.execute(connection, {**values, "row_id": row.id})
 
 
 def apply_subscription(
@@ -504,19 +516,21 @@ def sync_subscription(
     subscription_id: str,
     *,
     fetched: Fetched | None = None,
+    locked: Locked | None = None,
 ) -> BillingSubscription | None:
     """Re-read one subscription from Stripe and store it: the only way a subscription
     changes here, whoever asks (webhook, return from Checkout, reconciliation).
 
-    Stripe is read first (or `fetched` was, by a caller that read it earlier), so no lock
-    is held while waiting on Stripe; `apply_subscription` then keeps whichever read is
-    newer, this one or what another sync stored meanwhile."""
+    Stripe is read first (or `fetched` was, by a caller that read it earlier, and may
+    have `locked` the row since), so no lock is held while waiting on Stripe;
+    `apply_subscription` then keeps whichever read is newer, this one or what another
+    sync stored meanwhile."""
     fetched = fetched or fetch_subscription(gw, subscription_id)
     if fetched.obj is None:
         log.warning("subscription %s: not found at Stripe", subscription_id)
         return None
-    for _ in range(3):  # a second try finds the row; a third only if it was deleted meanwhile
-        row = lock_subscription(session, subscription_id)
+    for attempt in range(3):  # a second try finds the row; a third only if it was deleted
+        row = locked.row if locked and not attempt else lock_subscription(session, subscription_id)
         try:
             return apply_subscription(session, gw, fetched.obj, row=row, fetched_at=fetched.at)
         except _StoredMeanwhile:
@@ -640,7 +654,7 @@ def complete_checkout(
     mine = checkout.get("client_reference_id") == str(reader.id)
     customer_id = stripe_id(checkout.get("customer"))
     if not mine and customer_id:
-        owner = session.connection().scalar(_CUSTOMER_READER, {"customer_id": customer_id})
+        owner = _CUSTOMER_READER.scalar(session.connection(), {"customer_id": customer_id})
         mine = owner == reader.id
     if not mine:
         raise NotFound("We couldn't find that checkout.")

@@ -259,7 +259,7 @@ _CHARGE = {
     for kind in _Charge
 }
 # The charge nearly every confirmation is, straight on the driver on PostgreSQL.
-_FIRST_CHARGE_PG = DriverStatement(_CHARGE[("postgresql", _Charge.FIRST)], postgresql.dialect())
+_FIRST_CHARGE_PG = DriverStatement(_CHARGE[("postgresql", _Charge.FIRST)])
 
 
 def charge_read(
