@@ -71,7 +71,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 # COMMIT then returns without waiting for its WAL to reach the disk. Only for rows whose
 # loss in a crash of the database server in the ~0.6 s after their commit costs little:
 # read charges (losing one gives the reader that story back; it is charged again when
-# reopened). The wait is a disk flush, more than all the rest of a read confirmation.
+# reopened) and webhook event ids answered from the stored state (billing.events). The
+# wait is a disk flush, more than all the rest of a read confirmation.
 # Visibility and locks are unchanged (other transactions see the row at commit, as
 # usual), so the meter's concurrency guarantee holds; and the setting ends with the
 # transaction, so nothing else is affected.
@@ -170,7 +171,10 @@ class Database:
         # PostgreSQL: a pool of its own for `autocommit`, whose connections stay in that
         # mode (switching a pooled connection there and back costs every request).
         self._autocommit_engine = (
-            make_engine(url, isolation_level="AUTOCOMMIT") if self.is_postgres else None
+            # Nothing to roll back when a connection goes back: every statement ended.
+            make_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+            if self.is_postgres
+            else None
         )
 
     def dispose(self) -> None:
@@ -230,6 +234,7 @@ class DriverStatement:
         compiled = statement.compile(dialect=postgresql.dialect())
         self.sql = str(compiled)
         self.constants = {k: v for k, v in compiled.params.items() if v is not None}
+        self._names: list[str] | None = None
 
     def _run(self, connection: Connection, params: dict[str, Any]) -> Any:
         """The driver's cursor (the caller closes it) or SQLAlchemy's result."""
@@ -253,7 +258,9 @@ class DriverStatement:
             row = cursor.fetchone()
             if row is None:
                 return None
-            return dict(zip([c.name for c in cursor.description], row, strict=True))
+            if self._names is None:  # the statement's columns never change
+                self._names = [c.name for c in cursor.description]
+            return dict(zip(self._names, row, strict=True))
 
     def scalar(self, connection: Connection, params: dict[str, Any]) -> Any:
         """The first column of the first row, or None."""

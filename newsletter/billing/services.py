@@ -335,9 +335,9 @@ def _record_funnel(
         return
     story_id = _existing_id(session, Story, data.metadata.get("story_id"))
     edition_id = _existing_id(session, Edition, data.metadata.get("edition_id"))
-    # Core, not the ORM: nothing reads these rows back, and a unit of work for them costs
-    # the webhook more than the insert does.
-    session.execute(
+    # Core on the connection, not the ORM: nothing reads these rows back, and the ORM's
+    # execution costs the webhook more than the insert does.
+    session.connection().execute(
         insert(Event.__table__),
         [
             {
@@ -384,9 +384,12 @@ _UPDATE_SUBSCRIPTION = DriverStatement(
 
 @dataclass(frozen=True)
 class Locked:
-    """A subscription's row as the caller's transaction has locked it (None: not stored)."""
+    """A subscription's row as the caller's transaction has locked it (None: not stored),
+    and the reader stored for `customer` (the fetched subscription's), looked up with it."""
 
     row: BillingSubscription | None
+    customer: str | None = None
+    customer_reader: int | None = None
 
 
 class _StoredMeanwhile(Exception):
@@ -429,6 +432,7 @@ def apply_subscription(
     *,
     row: BillingSubscription | None,
     fetched_at: datetime,
+    known_reader: tuple[str, int] | None = None,
 ) -> BillingSubscription | None:
     """Write a subscription as read from Stripe at `fetched_at` over its `row` (from
     `lock_subscription`, so nobody else writes it meanwhile).
@@ -443,6 +447,8 @@ def apply_subscription(
         return row
     if row is not None and row.stripe_customer_id == data.customer_id:
         reader_id: int | None = row.reader_id  # matched before; the stored match wins
+    elif known_reader is not None and known_reader[0] == data.customer_id:
+        reader_id = known_reader[1]  # the customer's stored reader, read by the caller
     else:
         reader_id = reader_for_customer(session, gw, data.customer_id)
     if reader_id is None:
@@ -530,9 +536,17 @@ def sync_subscription(
         log.warning("subscription %s: not found at Stripe", subscription_id)
         return None
     for attempt in range(3):  # a second try finds the row; a third only if it was deleted
-        row = locked.row if locked and not attempt else lock_subscription(session, subscription_id)
+        first = locked is not None and not attempt
+        row = locked.row if first else lock_subscription(session, subscription_id)
+        known = (
+            (locked.customer, locked.customer_reader)
+            if first and locked.customer and locked.customer_reader is not None
+            else None
+        )
         try:
-            return apply_subscription(session, gw, fetched.obj, row=row, fetched_at=fetched.at)
+            return apply_subscription(
+                session, gw, fetched.obj, row=row, fetched_at=fetched.at, known_reader=known
+            )
         except _StoredMeanwhile:
             continue  # the row is there now (committed): lock it and sync over it
     raise RuntimeError(f"subscription {subscription_id} kept changing while it was stored")
