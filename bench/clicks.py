@@ -268,6 +268,7 @@ class Server:
             str(gunicorn),
             "-w", str(WORKERS),
             "-k", "sync",
+            "--threads", "1",  # gunicorn.conf.py's threads would turn sync into gthread
             "--bind", f"127.0.0.1:{self.port}",
             "--log-level", "warning",
             "--no-control-socket",

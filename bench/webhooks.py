@@ -9,14 +9,18 @@
    checkout left stored, and the fake Stripe API (tests/billing/fake_stripe.py) in its own
    process, holding those subscriptions: the API every handler re-reads from over HTTP.
 2. The stream: per subscription, checkout.session.completed, customer.subscription.created,
-   invoice.paid and invoice.payment_succeeded (every one re-reads the subscription), the
-   subscriptions interleaved; then redeliveries of earlier events put in at random later
-   places, until they are `--duplicates` of all posts. Each post is signed as Stripe signs
-   (`t=…,v1=…`, HMAC-SHA256) just before its phase.
-3. Both servers are `gunicorn -w 4 -k gthread --threads 8` on loopback (threads, because a
-   webhook spends most of its time waiting on Stripe's API, 100-300 ms in production), and
-   get the same posts from the same client: 32 threads, one short connection per post,
-   raw sockets and pre-built bytes so the client costs little.
+   invoice.paid and invoice.payment_succeeded, the subscriptions interleaved; then
+   redeliveries of earlier events put in at random later places, until they are
+   `--duplicates` of all posts. Each post is signed as Stripe signs (`t=…,v1=…`,
+   HMAC-SHA256) just before its phase. The events were created at setup, seconds before
+   they are posted, like events Stripe retries after an outage: each subscription's first
+   event re-reads it from Stripe, and its later ones are covered by that read (the app
+   answers them from the stored state; see `billing.events.settle_from_store`). The bench
+   prints how many events re-read Stripe.
+3. Both servers run gunicorn with production's settings (gunicorn.conf.py: gthread
+   workers, 2 per core, 4 threads each; `--workers`/`--threads` override) on loopback,
+   and get the same posts from the same client: 32 threads, one short connection per
+   post, raw sockets and pre-built bytes so the client costs little.
    - Baseline: a Flask app whose only route verifies the signature with the function the
      app uses (webhooks.signature.verify_event). It runs before and after the app and
      the mean is used, so a drift of the shared machine hits both sides.
@@ -36,6 +40,7 @@ import argparse
 import json
 import os
 import random
+import runpy
 import socket
 import subprocess
 import sys
@@ -184,8 +189,9 @@ def seed_readers(url: str, fake: FakeStripe) -> None:
 # --- the servers and the client ----------------------------------------------------------
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://root@127.0.0.1:5432/test_h5"
-WORKERS = 4
-THREADS = 8
+PRODUCTION = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+WORKERS: int = PRODUCTION["workers"]
+THREADS: int = PRODUCTION["threads"]
 CONNECTIONS = 32
 
 
@@ -210,7 +216,8 @@ def baseline_app() -> Flask:
 def gunicorn(
     name: str, app_spec: str, env: dict[str, str], log: Path, workers: int, threads: int
 ) -> Iterator[int]:
-    """gunicorn on a loopback port, with the same flags for both servers."""
+    """gunicorn on a loopback port, with the same flags for both servers (flags given
+    here override gunicorn.conf.py, which gunicorn also reads)."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "gunicorn",
