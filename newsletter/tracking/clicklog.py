@@ -3,17 +3,24 @@
 The tracked redirect is the request we serve most (every story link of every email, and
 every mail scanner that fetches them all). Writing its click in the request would cost a
 transaction per redirect: more than everything else the redirect does. So the redirect
-only appends the click to this process's buffer, and a writer thread stores the buffer
-every `flush_seconds` (or sooner, once `batch_size` clicks wait) in one transaction: a
-query for what the clicks name and one multi-row INSERT.
+only appends the click to this process's buffer, and the buffer is stored in one
+transaction (a query for what the clicks name and one multi-row INSERT) once its oldest
+click is `flush_seconds` old or `batch_size` clicks wait:
 
-What that trades, on purpose: a click reaches the table up to `flush_seconds` after its
+- by the thread that just answered a redirect, after its response has gone out
+  (`flush_if_due`, registered by the view), so the client never waits for it;
+- by a background thread only for clicks no request came to write (a worker gone quiet),
+  and at exit. Writing beside the request thread would make the two take turns on the
+  one GIL at every system call the request makes: measured under gunicorn, a busy
+  worker's redirects cost ~60 % more CPU with a writer thread at work (bench/README.md).
+
+What that trades, on purpose: a click reaches the table a second or two after its
 redirect, and clicks still in the buffer when a worker process is killed outright (SIGKILL,
 a machine crash) are lost. A worker that exits normally (gunicorn's graceful shutdown,
 a restart) writes its buffer first (`atexit`). Clicks are analytics: no click ever
 charges the meter or changes what a reader may read. While the database is unreachable
-the buffer keeps up to `max_pending` clicks and tries again; beyond that, new clicks are
-dropped and counted in the log.
+the buffer keeps up to `max_pending` clicks and tries again, less and less often; beyond
+that, new clicks are dropped and counted in the log.
 """
 
 from __future__ import annotations
@@ -77,6 +84,9 @@ class ClickLog:
         self._lock = threading.Lock()  # the buffer and the writer thread's handle
         self._write_lock = threading.Lock()  # one batch written at a time
         self._pending: list[PendingClick] = []
+        self._oldest = 0.0  # monotonic time the buffer's oldest click came in
+        self._failures = 0  # writes failed in a row
+        self._retry_at = 0.0  # after a failure, no request tries again before this
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -92,34 +102,71 @@ class ClickLog:
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     log.warning("click buffer full: %d clicks dropped so far", self.dropped)
                 return
+            if not self._pending:
+                self._oldest = time.monotonic()
             self._pending.append(click)
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(
                     target=self._run, name="click-log-writer", daemon=True
                 )
                 self._thread.start()
-            if len(self._pending) >= self.batch_size:
-                self._wake.set()
+
+    def _due(self, age: float) -> bool:
+        """Clicks wait and the oldest is `age` old (or a batch is full), outside a backoff."""
+        now = time.monotonic()
+        return (
+            bool(self._pending)
+            and now >= self._retry_at
+            and (now - self._oldest >= age or len(self._pending) >= self.batch_size)
+        )
+
+    def flush_if_due(self) -> None:
+        """Write the buffer if it is due: for the thread that just answered a redirect,
+        after the response went out. Skips when another thread is writing; never raises
+        (a failure is logged, and the clicks are kept for a later try)."""
+        if self._due(self.flush_seconds) and self._write_lock.acquire(blocking=False):
+            try:
+                self._write_or_back_off()
+            finally:
+                self._write_lock.release()
 
     def flush(self) -> int:
         """Write every click recorded so far; the number written. Safe from any thread.
         On a database error the clicks go back to the buffer and the error is raised."""
-        written = 0
         with self._write_lock:
-            while True:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        written = 0
+        while True:
+            with self._lock:
+                batch = self._pending[: self.batch_size]
+                del self._pending[: self.batch_size]
+                if self._pending:
+                    self._oldest = time.monotonic()  # close enough: written next time
+            if not batch:
+                return written
+            try:
+                with self._sessionmaker() as session, session.begin():
+                    written += self._write(session, batch)
+            except BaseException:
                 with self._lock:
-                    batch = self._pending[: self.batch_size]
-                    del self._pending[: self.batch_size]
-                if not batch:
-                    return written
-                try:
-                    with self._sessionmaker() as session, session.begin():
-                        written += self._write(session, batch)
-                except BaseException:
-                    with self._lock:
-                        keep = max(0, self.max_pending - len(self._pending))
-                        self._pending[:0] = batch[:keep]
-                    raise
+                    keep = max(0, self.max_pending - len(self._pending))
+                    self._pending[:0] = batch[:keep]
+                raise
+
+    def _write_or_back_off(self) -> None:
+        """Write (the write lock held); after a failure wait longer and longer (up to
+        about a minute at the default second) before anyone tries again."""
+        try:
+            self._flush_locked()
+        except Exception:
+            self._failures += 1
+            self._retry_at = time.monotonic() + self.flush_seconds * 2 ** min(self._failures, 6)
+            log.exception("writing clicks failed (attempt %d); they are kept", self._failures)
+        else:
+            self._failures = 0
+            self._retry_at = 0.0
 
     def close(self) -> None:
         """Write what is buffered and stop the writer thread: nothing is written after
@@ -134,19 +181,18 @@ class ClickLog:
         self.flush()
 
     def _run(self) -> None:
+        """The background thread: wakes every `flush_seconds` and writes only clicks that
+        waited twice that long, which no request came to write; ends when idle."""
         idle_since = time.monotonic()
-        failures = 0
         while True:
-            self._wake.wait(self.flush_seconds * (2 ** min(failures, 6)))
+            self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            try:
-                if self.flush():
-                    idle_since = time.monotonic()
-                failures = 0
-            except Exception:
-                failures += 1
-                log.exception("writing clicks failed (attempt %d); they are kept", failures)
+            if self._due(2 * self.flush_seconds) and not self._closed:
+                with self._write_lock:
+                    self._write_or_back_off()
             with self._lock:
+                if self._pending:
+                    idle_since = time.monotonic()
                 idle = not self._pending and time.monotonic() - idle_since > self.idle_seconds
                 if idle or self._closed:
                     self._thread = None

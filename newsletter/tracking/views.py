@@ -85,6 +85,8 @@ def tracked_link(token: str):  # type: ignore[no-untyped-def]
         secure=current_app.config["SESSION_COOKIE_SECURE"],
     )
     response.headers["Cache-Control"] = "no-store"
+    # Once the response has gone out, this thread writes the click buffer if it is due.
+    response.call_on_close(current_app.extensions["click_log"].flush_if_due)
     return response
 
 

@@ -82,6 +82,45 @@ def test_a_failed_write_keeps_the_clicks_for_the_next_one(app, client, sent_edit
     log.close()
 
 
+def test_the_thread_that_answered_the_redirect_writes_the_due_buffer(
+    app, client, sent_edition, session
+):
+    """Once the buffer is due, the redirect's own thread writes it after the response
+    has gone out; the background thread (woken every hour here) has no part in it."""
+    log: ClickLog = app.extensions["click_log"]
+    log.flush_seconds, log.batch_size = 3600, 3
+    links = sent_edition.links["ann@example.com"]
+    for link in links[:2]:
+        client.get(link, headers={"User-Agent": BROWSER_UA}).close()
+    assert log.pending == 2 and click_count(session) == 0  # not due yet
+    client.get(links[2], headers={"User-Agent": BROWSER_UA}).close()  # a full batch
+    assert log.pending == 0 and click_count(session) == 3
+
+
+def test_a_failed_write_after_a_response_is_logged_and_retried_later(
+    app, sent_edition, session, caplog
+):
+    calls = []
+
+    def down(db_session, clicks):  # type: ignore[no-untyped-def]
+        calls.append(len(clicks))
+        raise ConnectionError("database went away")
+
+    log = ClickLog(app.extensions["db"].sessionmaker, down, flush_seconds=3600, batch_size=1)
+    claims = _claims(app, sent_edition.links["ann@example.com"][0])
+    log.record(services.pending_click(claims, method="GET", user_agent=BROWSER_UA, ip=None))
+    log.flush_if_due()  # never raises into the request that ran it
+    assert calls == [1] and log.pending == 1
+    assert "writing clicks failed (attempt 1)" in caplog.text
+    log.flush_if_due()  # backing off: the next requests do not hammer the database
+    assert calls == [1]
+    log._write = services.write_clicks  # the database is back
+    log._retry_at = 0.0  # the backoff has passed
+    log.flush_if_due()
+    assert log.pending == 0 and click_count(session) == 1
+    log.close()
+
+
 def test_a_full_buffer_drops_new_clicks_and_counts_them(app, sent_edition):
     log = ClickLog(
         app.extensions["db"].sessionmaker, services.write_clicks, flush_seconds=3600, max_pending=3
