@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import stripe
 from flask import current_app
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import bindparam, column, delete, func, insert, select, text, update, values
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -323,33 +323,23 @@ def _funnel_steps(
     return steps
 
 
-def _record_funnel(
+def _funnel_rows(
     session: Session,
     row: BillingSubscription,
     data: SubscriptionData,
     steps: list[tuple[EventKind, datetime]],
-) -> None:
+) -> list[dict[str, Any]]:
     """The funnel events, with the story and edition the checkout came from (carried in
     the subscription's metadata)."""
     if not steps:
-        return
+        return []
     story_id = _existing_id(session, Story, data.metadata.get("story_id"))
     edition_id = _existing_id(session, Edition, data.metadata.get("edition_id"))
-    # Core on the connection, not the ORM: nothing reads these rows back, and the ORM's
-    # execution costs the webhook more than the insert does.
-    session.connection().execute(
-        insert(Event.__table__),
-        [
-            {
-                "kind": kind,
-                "reader_id": row.reader_id,
-                "story_id": story_id,
-                "edition_id": edition_id,
-                "at": at,
-            }
-            for kind, at in steps
-        ],
-    )
+    return [
+        {"kind": kind, "reader_id": row.reader_id, "story_id": story_id,
+         "edition_id": edition_id, "at": at}
+        for kind, at in steps
+    ]  # fmt: skip
 
 
 SUBSCRIPTIONS = BillingSubscription.__table__
@@ -414,15 +404,65 @@ def lock_subscription(session: Session, subscription_id: str) -> BillingSubscrip
     return BillingSubscription(**found) if found is not None else None
 
 
-def _write(session: Session, row: BillingSubscription) -> None:
-    values = {c.key: getattr(row, c.key) for c in _WRITABLE}
+def _store_with_funnel() -> DriverStatement:
+    """PostgreSQL: a new subscription and its funnel events (one or two: trial started,
+    paid) in one statement; the events only if the subscription was inserted."""
+    stored = _INSERT_SUBSCRIPTION["postgresql"].cte("stored")
+    events = Event.__table__
+    steps = values(
+        column("kind", events.c.kind.type), column("at", events.c.at.type), name="steps"
+    ).data([(bindparam("kind_1"), bindparam("at_1")), (bindparam("kind_2"), bindparam("at_2"))])
+    funnel = (
+        insert(events)
+        .from_select(
+            ["kind", "reader_id", "story_id", "edition_id", "at"],
+            select(
+                steps.c.kind,
+                bindparam("reader_id", type_=events.c.reader_id.type),
+                bindparam("funnel_story_id", type_=events.c.story_id.type),
+                bindparam("funnel_edition_id", type_=events.c.edition_id.type),
+                steps.c.at,
+            )
+            .select_from(stored, steps)
+            .where(steps.c.kind.is_not(None)),
+        )
+        .cte("funnel")
+    )
+    return DriverStatement(select(stored.c.id).add_cte(funnel))
+
+
+_STORE_WITH_FUNNEL = _store_with_funnel()
+
+
+def _write(session: Session, row: BillingSubscription, funnel: list[dict[str, Any]]) -> None:
+    """Store the row, then its funnel events. A new row claims the subscription (see
+    `_INSERT_SUBSCRIPTION`); on PostgreSQL it and its events are one statement."""
+    values_ = {c.key: getattr(row, c.key) for c in _WRITABLE}
     connection = session.connection()
     if row.id is None:
-        row.id = _STORE_SUBSCRIPTION.scalar(connection, values)
+        if funnel and connection.dialect.name == "postgresql" and len(funnel) <= 2:
+            steps = [(e["kind"].value, e["at"]) for e in funnel] + [(None, None)] * 2
+            row.id = _STORE_WITH_FUNNEL.scalar(
+                connection,
+                {
+                    **values_,
+                    "kind_1": steps[0][0], "at_1": steps[0][1],
+                    "kind_2": steps[1][0], "at_2": steps[1][1],
+                    "funnel_story_id": funnel[0]["story_id"],
+                    "funnel_edition_id": funnel[0]["edition_id"],
+                },
+            )  # fmt: skip
+            if row.id is None:
+                raise _StoredMeanwhile(row.stripe_subscription_id)
+            return
+        row.id = _STORE_SUBSCRIPTION.scalar(connection, values_)
         if row.id is None:
             raise _StoredMeanwhile(row.stripe_subscription_id)
     else:
-        _UPDATE_SUBSCRIPTION.execute(connection, {**values, "row_id": row.id})
+        _UPDATE_SUBSCRIPTION.execute(connection, {**values_, "row_id": row.id})
+    if funnel:
+        # Core on the connection, not the ORM: nothing reads these rows back.
+        connection.execute(insert(Event.__table__), funnel)
 
 
 def apply_subscription(
@@ -488,8 +528,7 @@ def apply_subscription(
         row.past_due_since = None
     row.synced_at = fetched_at
     steps = _funnel_steps(row, data, fetched_at)
-    _write(session, row)
-    _record_funnel(session, row, data, steps)
+    _write(session, row, _funnel_rows(session, row, data, steps))
     if row.status in PAYMENT_PROBLEM:
         # Stripe's state says a payment failed: tell the reader once, whether or not the
         # invoice.payment_failed event arrives (localstripe, for one, never sends it).
