@@ -5,14 +5,20 @@ every mail scanner that fetches them all). Writing its click in the request woul
 transaction per redirect: more than everything else the redirect does. So the redirect
 only appends the click to this process's buffer, and the buffer is stored in one
 transaction (a query for what the clicks name and one multi-row INSERT) once its oldest
-click is `flush_seconds` old or `batch_size` clicks wait:
+click is `flush_seconds` old or `batch_size` clicks wait. Who writes depends on the
+server (WSGI's `wsgi.multithread`):
 
-- by the thread that just answered a redirect, after its response has gone out
-  (`flush_if_due`, registered by the view), so the client never waits for it;
-- by a background thread only for clicks no request came to write (a worker gone quiet),
-  and at exit. Writing beside the request thread would make the two take turns on the
-  one GIL at every system call the request makes: measured under gunicorn, a busy
-  worker's redirects cost ~60 % more CPU with a writer thread at work (bench/README.md).
+- A worker that serves one request at a time (gunicorn's sync workers): the thread that
+  just answered a redirect, after its response has gone out (`flush_if_due`, registered
+  by the view), so no client waits for it. A background thread only writes clicks no
+  request came to write (a worker gone quiet). A writer thread busy beside the request
+  thread would make the two take turns on the one GIL at every system call the request
+  makes: measured under gunicorn, redirects cost ~60 % more CPU (bench/README.md).
+- A threaded worker (gthread), whose request threads share the GIL anyway: the background
+  thread. There a request thread that wrote would keep its connection's next request
+  waiting behind the write.
+
+Every process writes what is left at exit.
 
 What that trades, on purpose: a click reaches the table a second or two after its
 redirect, and clicks still in the buffer when a worker process is killed outright (SIGKILL,
@@ -26,6 +32,7 @@ that, new clicks are dropped and counted in the log.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import threading
@@ -90,12 +97,16 @@ class ClickLog:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._threaded = True  # as the last `record` said
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def record(self, click: PendingClick) -> None:
+    def record(self, click: PendingClick, *, threaded: bool = True) -> None:
+        """Buffer a click. `threaded`: other threads of this process serve requests too
+        (`wsgi.multithread`); when not, the caller runs `flush_if_due` after its response."""
+        self._threaded = threaded
         with self._lock:
             if len(self._pending) >= self.max_pending:
                 self.dropped += 1
@@ -110,6 +121,8 @@ class ClickLog:
                     target=self._run, name="click-log-writer", daemon=True
                 )
                 self._thread.start()
+            if threaded and len(self._pending) >= self.batch_size:
+                self._wake.set()
 
     def _due(self, age: float) -> bool:
         """Clicks wait and the oldest is `age` old (or a batch is full), outside a backoff."""
@@ -121,12 +134,15 @@ class ClickLog:
         )
 
     def flush_if_due(self) -> None:
-        """Write the buffer if it is due: for the thread that just answered a redirect,
-        after the response went out. Skips when another thread is writing; never raises
-        (a failure is logged, and the clicks are kept for a later try)."""
+        """Write one batch if the buffer is due: for the thread that just answered a
+        redirect, after the response went out. One batch, not the whole buffer: with
+        threaded workers other threads keep adding clicks, and a thread that wrote until
+        the buffer was empty could go on for seconds while its connection's next request
+        waited. Skips when another thread is writing; never raises (a failure is logged,
+        and the clicks are kept for a later try)."""
         if self._due(self.flush_seconds) and self._write_lock.acquire(blocking=False):
             try:
-                self._write_or_back_off()
+                self._write_or_back_off(batches=1)
             finally:
                 self._write_lock.release()
 
@@ -136,9 +152,10 @@ class ClickLog:
         with self._write_lock:
             return self._flush_locked()
 
-    def _flush_locked(self) -> int:
+    def _flush_locked(self, batches: int | None = None) -> int:
+        """Write batches until the buffer is empty, or `batches` of them."""
         written = 0
-        while True:
+        for _ in itertools.count() if batches is None else range(batches):
             with self._lock:
                 batch = self._pending[: self.batch_size]
                 del self._pending[: self.batch_size]
@@ -154,12 +171,13 @@ class ClickLog:
                     keep = max(0, self.max_pending - len(self._pending))
                     self._pending[:0] = batch[:keep]
                 raise
+        return written
 
-    def _write_or_back_off(self) -> None:
+    def _write_or_back_off(self, batches: int | None = None) -> None:
         """Write (the write lock held); after a failure wait longer and longer (up to
         about a minute at the default second) before anyone tries again."""
         try:
-            self._flush_locked()
+            self._flush_locked(batches)
         except Exception:
             self._failures += 1
             self._retry_at = time.monotonic() + self.flush_seconds * 2 ** min(self._failures, 6)
@@ -181,13 +199,16 @@ class ClickLog:
         self.flush()
 
     def _run(self) -> None:
-        """The background thread: wakes every `flush_seconds` and writes only clicks that
-        waited twice that long, which no request came to write; ends when idle."""
+        """The background thread: wakes every `flush_seconds` (or when a batch is full, in
+        a threaded worker) and writes what is due; in a one-request-at-a-time worker only
+        clicks that waited twice that long, which no request came to write. Ends when
+        idle."""
         idle_since = time.monotonic()
         while True:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            if self._due(2 * self.flush_seconds) and not self._closed:
+            age = self.flush_seconds if self._threaded else 2 * self.flush_seconds
+            if self._due(age) and not self._closed:
                 with self._write_lock:
                     self._write_or_back_off()
             with self._lock:

@@ -65,13 +65,16 @@ def tracked_link(token: str):  # type: ignore[no-untyped-def]
     slug = current_app.extensions["link_targets"].slug(db_session, claims)
     if slug is None:
         return _not_found()
-    current_app.extensions["click_log"].record(
+    click_log = current_app.extensions["click_log"]
+    threaded = request.environ.get("wsgi.multithread", True)
+    click_log.record(
         services.pending_click(
             claims,
             method=request.method,
             user_agent=request.headers.get("User-Agent"),
             ip=request.remote_addr,
-        )
+        ),
+        threaded=threaded,
     )
     response = redirect(f"/stories/{slug}", 302)
     # The reading cookie lets the reader read stories; it cannot manage the account.
@@ -85,8 +88,9 @@ def tracked_link(token: str):  # type: ignore[no-untyped-def]
         secure=current_app.config["SESSION_COOKIE_SECURE"],
     )
     response.headers["Cache-Control"] = "no-store"
-    # Once the response has gone out, this thread writes the click buffer if it is due.
-    response.call_on_close(current_app.extensions["click_log"].flush_if_due)
+    if not threaded:
+        # Once the response has gone out, this thread writes the click buffer if it is due.
+        response.call_on_close(click_log.flush_if_due)
     return response
 
 

@@ -97,6 +97,25 @@ def test_the_thread_that_answered_the_redirect_writes_the_due_buffer(
     assert log.pending == 0 and click_count(session) == 3
 
 
+def test_in_a_threaded_worker_the_background_thread_writes_a_full_batch(app, sent_edition, session):
+    """gthread workers (wsgi.multithread): no request thread writes; a full batch wakes
+    the background thread (here long before its hourly round)."""
+    log = ClickLog(
+        app.extensions["db"].sessionmaker, services.write_clicks, flush_seconds=3600, batch_size=2
+    )
+    claims = _claims(app, sent_edition.links["ann@example.com"][0])
+    for _ in range(2):
+        log.record(
+            services.pending_click(claims, method="GET", user_agent=BROWSER_UA, ip=None),
+            threaded=True,
+        )
+    deadline = time.monotonic() + 10
+    while log.pending and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert log.pending == 0 and click_count(session) == 2
+    log.close()
+
+
 def test_a_failed_write_after_a_response_is_logged_and_retried_later(
     app, sent_edition, session, caplog
 ):
