@@ -5,8 +5,8 @@ Threaded workers, because some requests wait on another service: a Stripe webhoo
 re-reads the subscription from Stripe's API (100-300 ms in production), and Checkout
 and the customer portal call it too. While one thread waits, the worker's other threads
 serve readers. Four threads per worker: enough to cover that wait at the rate Stripe
-sends events. With more, CPU-bound requests queue on a contended GIL: bench/webhooks.py,
-which runs with these settings, measured fewer events per second at 8 (bench/README.md).
+sends events; beyond that, more threads mostly add contention for the one GIL among
+CPU-bound requests. `WEB_CONCURRENCY` and `WEB_THREADS` override both numbers.
 """
 
 import os

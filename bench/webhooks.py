@@ -12,11 +12,13 @@
    invoice.paid and invoice.payment_succeeded, the subscriptions interleaved; then
    redeliveries of earlier events put in at random later places, until they are
    `--duplicates` of all posts. Each post is signed as Stripe signs (`t=…,v1=…`,
-   HMAC-SHA256) just before its phase. The events were created at setup, seconds before
-   they are posted, like events Stripe retries after an outage: each subscription's first
-   event re-reads it from Stripe, and its later ones are covered by that read (the app
-   answers them from the stored state; see `billing.events.settle_from_store`). The bench
-   prints how many events re-read Stripe.
+   HMAC-SHA256) just before its phase. The events are created just before the app's
+   pass, as Stripe creates and delivers live events, so each one re-reads its
+   subscription from Stripe. With `--late S` they were created S seconds earlier, as when
+   Stripe retries what queued while the endpoint was down: then each subscription's
+   first event re-reads it, and that read covers its later ones (the app answers them
+   from the stored state: `billing.events.settle_from_store`). The bench prints how many
+   events re-read Stripe.
 3. Both servers run gunicorn with production's settings (gunicorn.conf.py: gthread
    workers, 2 per core, 4 threads each; `--workers`/`--threads` override) on loopback,
    and get the same posts from the same client: 32 threads, one short connection per
@@ -351,6 +353,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=WORKERS, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=THREADS, help="per worker; 1: sync")
     parser.add_argument("--connections", type=int, default=CONNECTIONS, help="client threads")
+    parser.add_argument(
+        "--late",
+        type=int,
+        default=0,
+        help="seconds between an event's creation and its first post (0: at once, as live "
+        "deliveries; 3600: Stripe retrying what queued during an hour's outage)",
+    )
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
 
@@ -369,7 +378,7 @@ def main() -> None:
             f"setup: {len(posts)} posts ({len(stream)} events about {subscriptions} "
             f"subscriptions + {len(posts) - len(stream)} redeliveries), {backend}, "
             f"gunicorn -w {args.workers} --threads {args.threads}, "
-            f"{args.connections} connections"
+            f"{args.connections} connections, events created {args.late} s before posting"
         )
         stripe_process, api_base = start_fake_stripe(fake, tmp)
         env = {
@@ -401,6 +410,10 @@ def main() -> None:
                     "app", "newsletter.app:create_app()", log=logs / "a.log", **server
                 ) as ap:
                     post_all(ap, build_requests(warmup), n)
+                    # Created now (or --late seconds ago), just before they are posted.
+                    created = int(time.time()) - args.late
+                    for event in stream:
+                        event["created"] = created
                     took, answers = post_all(ap, build_requests(posts), n)
                     # Context: the same posts again, now all redeliveries: what recording
                     # an event id costs on its own (and each must be turned away).
