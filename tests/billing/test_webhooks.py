@@ -62,10 +62,10 @@ class TestOnce:
         assert len(event_rows(session)) == 2
 
     def test_the_same_event_twice_at_once_is_processed_once(self, app, session, fake_stripe, smtp):
-        """Two deliveries of one event at once; the unique insert decides. PostgreSQL makes
+        """Two deliveries of one event at once; the unique insert decides. Both read
+        Stripe first (the event is too new for the stored-state probe). PostgreSQL makes
         the second insert wait for the first transaction (held open while it reads the
-        invoice); on SQLite both get past the quick "seen it?" read
-        and the second insert waits for the first's write lock."""
+        invoice); on SQLite the second insert waits for the first's write lock."""
         reader, customer = ann_with_customer(session, fake_stripe)
         sub = fake_stripe.add_subscription(customer["id"], PRICE_ID, status="past_due")
         invoice = fake_stripe.add_invoice(sub["id"], status="open")
