@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.billing import services
 from newsletter.billing.gateway import StripeGateway
-from newsletter.billing.models import BillingCustomer, BillingSubscription, StripeEvent
+from newsletter.billing.models import BillingSubscription, StripeEvent
 from newsletter.db import NO_FLUSH_WAIT, DriverStatement, utcnow
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ def settle_from_store(connection: Connection, event: Mapping[str, Any]) -> str |
         probe = connection.execute(_PROBE, params).one()
         seen, synced_at, status = probe
         covered = seen is None and synced_at is not None and synced_at >= params["covers_until"]
-        inserted = connection.execute(_INSERT_EVENT["sqlite"], params).scalar() if covered else None
+        inserted = _RECORD_EVENT.scalar(connection, params) if covered else None
     if seen is not None:
         return DUPLICATE
     if inserted is not None:
@@ -209,12 +209,7 @@ def _record_and_lock() -> DriverStatement:
     the id recorded and the row locked (all None: none)."""
     recorded = _INSERT_EVENT["postgresql"].cte("recorded")
     row = services.SELECT_SUBSCRIPTION.with_for_update().lateral("subscription")
-    customers = BillingCustomer.__table__
-    customer_reader = (
-        select(customers.c.reader_id)
-        .where(customers.c.stripe_customer_id == bindparam("customer_id"))
-        .scalar_subquery()
-    )
+    customer_reader = services.CUSTOMER_READER.statement.scalar_subquery()
     return DriverStatement(
         select(
             recorded.c.event_id.label("recorded_event_id"),
@@ -252,7 +247,8 @@ def process_event(session: Session, gw: StripeGateway, event: Mapping[str, Any])
     del found["recorded_event_id"]
     customer_reader = found.pop("customer_reader_id")
     row = BillingSubscription(**found) if found["id"] is not None else None
-    locked = services.Locked(row, customer, customer_reader)
+    known = (customer, customer_reader) if customer and customer_reader is not None else None
+    locked = services.Locked(row, known)
     return handle_billing_webhook_event(session, gw, event, fetched, locked)
 
 

@@ -219,7 +219,7 @@ def _store_customer(
     return row
 
 
-_CUSTOMER_READER = DriverStatement(
+CUSTOMER_READER = DriverStatement(
     select(BillingCustomer.__table__.c.reader_id).where(
         BillingCustomer.__table__.c.stripe_customer_id == bindparam("customer_id")
     )
@@ -228,7 +228,7 @@ _CUSTOMER_READER = DriverStatement(
 
 def reader_for_customer(session: Session, gw: StripeGateway, customer_id: str) -> int | None:
     """The reader a Stripe customer belongs to, remembering a new match."""
-    stored = _CUSTOMER_READER.scalar(session.connection(), {"customer_id": customer_id})
+    stored = CUSTOMER_READER.scalar(session.connection(), {"customer_id": customer_id})
     if stored is not None:
         return stored
     try:
@@ -375,11 +375,11 @@ _UPDATE_SUBSCRIPTION = DriverStatement(
 @dataclass(frozen=True)
 class Locked:
     """A subscription's row as the caller's transaction has locked it (None: not stored),
-    and the reader stored for `customer` (the fetched subscription's), looked up with it."""
+    and (customer id, reader) when the caller also found the reader stored for the
+    fetched subscription's customer."""
 
     row: BillingSubscription | None
-    customer: str | None = None
-    customer_reader: int | None = None
+    known_reader: tuple[str, int] | None = None
 
 
 class _StoredMeanwhile(Exception):
@@ -439,27 +439,25 @@ def _write(session: Session, row: BillingSubscription, funnel: list[dict[str, An
     `_INSERT_SUBSCRIPTION`); on PostgreSQL it and its events are one statement."""
     values_ = {c.key: getattr(row, c.key) for c in _WRITABLE}
     connection = session.connection()
-    if row.id is None:
-        if funnel and connection.dialect.name == "postgresql" and len(funnel) <= 2:
-            steps = [(e["kind"].value, e["at"]) for e in funnel] + [(None, None)] * 2
-            row.id = _STORE_WITH_FUNNEL.scalar(
-                connection,
-                {
-                    **values_,
-                    "kind_1": steps[0][0], "at_1": steps[0][1],
-                    "kind_2": steps[1][0], "at_2": steps[1][1],
-                    "funnel_story_id": funnel[0]["story_id"],
-                    "funnel_edition_id": funnel[0]["edition_id"],
-                },
-            )  # fmt: skip
-            if row.id is None:
-                raise _StoredMeanwhile(row.stripe_subscription_id)
-            return
-        row.id = _STORE_SUBSCRIPTION.scalar(connection, values_)
-        if row.id is None:
-            raise _StoredMeanwhile(row.stripe_subscription_id)
-    else:
+    if row.id is not None:
         _UPDATE_SUBSCRIPTION.execute(connection, {**values_, "row_id": row.id})
+    elif funnel and connection.dialect.name == "postgresql" and len(funnel) <= 2:
+        steps = [(e["kind"].value, e["at"]) for e in funnel] + [(None, None)] * 2
+        row.id = _STORE_WITH_FUNNEL.scalar(
+            connection,
+            {
+                **values_,
+                "kind_1": steps[0][0], "at_1": steps[0][1],
+                "kind_2": steps[1][0], "at_2": steps[1][1],
+                "funnel_story_id": funnel[0]["story_id"],
+                "funnel_edition_id": funnel[0]["edition_id"],
+            },
+        )  # fmt: skip
+        funnel = []  # stored with the row
+    else:
+        row.id = _STORE_SUBSCRIPTION.scalar(connection, values_)
+    if row.id is None:
+        raise _StoredMeanwhile(row.stripe_subscription_id)
     if funnel:
         # Core on the connection, not the ORM: nothing reads these rows back.
         connection.execute(insert(Event.__table__), funnel)
@@ -575,16 +573,16 @@ def sync_subscription(
         log.warning("subscription %s: not found at Stripe", subscription_id)
         return None
     for attempt in range(3):  # a second try finds the row; a third only if it was deleted
-        first = locked is not None and not attempt
-        row = locked.row if first else lock_subscription(session, subscription_id)
-        known = (
-            (locked.customer, locked.customer_reader)
-            if first and locked.customer and locked.customer_reader is not None
-            else None
-        )
+        first = locked if locked is not None and not attempt else None
+        row = first.row if first else lock_subscription(session, subscription_id)
         try:
             return apply_subscription(
-                session, gw, fetched.obj, row=row, fetched_at=fetched.at, known_reader=known
+                session,
+                gw,
+                fetched.obj,
+                row=row,
+                fetched_at=fetched.at,
+                known_reader=first.known_reader if first else None,
             )
         except _StoredMeanwhile:
             continue  # the row is there now (committed): lock it and sync over it
@@ -707,7 +705,7 @@ def complete_checkout(
     mine = checkout.get("client_reference_id") == str(reader.id)
     customer_id = stripe_id(checkout.get("customer"))
     if not mine and customer_id:
-        owner = _CUSTOMER_READER.scalar(session.connection(), {"customer_id": customer_id})
+        owner = CUSTOMER_READER.scalar(session.connection(), {"customer_id": customer_id})
         mine = owner == reader.id
     if not mine:
         raise NotFound("We couldn't find that checkout.")
