@@ -31,12 +31,28 @@ CONTENT_SECURITY_POLICY = (
     "frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
     "object-src 'none'"
 )
-
+UNEXPECTED_ERROR = "Something went wrong on our side. Please try again."
 
 _ALWAYS = (
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "strict-origin-when-cross-origin"),
 )
+
+
+def security_headers(present: set[str], csp: str | None, *, hsts: bool) -> list[tuple[str, str]]:
+    """The security headers a response lacks, given the (lower-case) names it has and its
+    own Content-Security-Policy if it set one: a view's own header always wins."""
+    missing = []
+    if csp is None:
+        csp = CONTENT_SECURITY_POLICY
+        missing.append(("Content-Security-Policy", csp))
+    missing += [(name, value) for name, value in _ALWAYS if name.lower() not in present]
+    if "x-frame-options" not in present:
+        framing = "frame-ancestors 'none'" in csp
+        missing.append(("X-Frame-Options", "DENY" if framing else "SAMEORIGIN"))
+    if hsts and "strict-transport-security" not in present:
+        missing.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    return missing
 
 
 class _SessionInterface(SecureCookieSessionInterface):
@@ -85,9 +101,6 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     )
     # No redirects invented by the router: "/r//evil" is a 404, not a 308 somewhere.
     app.url_map.merge_slashes = False
-    trusted = int(os.environ.get("TRUSTED_PROXIES", "0") or 0)
-    if trusted:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted, x_proto=trusted)  # type: ignore[method-assign]
 
     db = Database(cfg.DATABASE_URL)
     app.extensions["db"] = db
@@ -129,6 +142,9 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     from newsletter.cli import register_commands
 
     register_commands(app)
+    trusted = int(os.environ.get("TRUSTED_PROXIES", "0") or 0)
+    if trusted:  # outermost, so that everything inside sees the client's address
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted, x_proto=trusted)  # type: ignore[method-assign]
     return app
 
 
@@ -145,21 +161,16 @@ def _register_core(app: Flask) -> None:
     hsts = app.config["SESSION_COOKIE_SECURE"]
 
     @app.after_request
-    def security_headers(response):  # type: ignore[no-untyped-def]
-        # Added where a view did not set its own; one pass over the headers, since
-        # werkzeug's `setdefault` scans them all for every header (every request pays).
+    def add_security_headers(response):  # type: ignore[no-untyped-def]
+        # One pass over the headers, since werkzeug's `setdefault` scans them all for
+        # every header (every request pays).
         headers = response.headers
         present = {name.lower() for name, _ in headers}
-        if "content-security-policy" not in present:
-            headers.add("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        for name, value in _ALWAYS:
-            if name.lower() not in present:
-                headers.add(name, value)
-        if "x-frame-options" not in present:
-            framing = "frame-ancestors 'none'" in headers["Content-Security-Policy"]
-            headers.add("X-Frame-Options", "DENY" if framing else "SAMEORIGIN")
-        if hsts and "strict-transport-security" not in present:
-            headers.add("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        csp = (
+            headers.get("Content-Security-Policy") if "content-security-policy" in present else None
+        )
+        for name, value in security_headers(present, csp, hsts=hsts):
+            headers.add(name, value)
         return response
 
     @app.context_processor
@@ -202,4 +213,4 @@ def _register_errors(app: Flask) -> None:
     def unexpected(exc: Exception):  # type: ignore[no-untyped-def]
         log.exception("unhandled error")
         close_session(exc)
-        return error_response(500, "Something went wrong on our side. Please try again.")
+        return error_response(500, UNEXPECTED_ERROR)

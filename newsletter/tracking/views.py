@@ -50,6 +50,9 @@ def init_app(app: Flask) -> None:
         db.sessionmaker, services.write_clicks, flush_seconds=app.config["CLICK_FLUSH_SECONDS"]
     )
     app.extensions["link_targets"] = services.LinkTargets()
+    from newsletter.tracking.beacon import ReadConfirmations
+
+    app.wsgi_app = ReadConfirmations(app, app.wsgi_app)  # type: ignore[method-assign]
 
 
 @bp.route("/r/<token>", methods=["GET", "HEAD"])
@@ -95,8 +98,12 @@ def tracked_link(token: str):  # type: ignore[no-untyped-def]
 
 
 def reading_cookie() -> tuple[int | None, int | None]:
-    """(reader, edition) of a valid reading cookie, else (None, None)."""
-    raw = request.cookies.get(READING_COOKIE)
+    """(reader, edition) of the request's valid reading cookie, else (None, None)."""
+    return reading_viewer(request.cookies.get(READING_COOKIE))
+
+
+def reading_viewer(raw: str | None) -> tuple[int | None, int | None]:
+    """(reader, edition) of a reading cookie's value if it is valid, else (None, None)."""
     if raw:
         try:
             reader_id, edition_id = read_compact(Purpose.READING, raw, max_age=READING_MAX_AGE)
@@ -182,21 +189,34 @@ def story_page(slug: str):  # type: ignore[no-untyped-def]
 
 @bp.post("/stories/<slug>/read")
 def confirm_read(slug: str):  # type: ignore[no-untyped-def]
-    """The story page's script, once the page is visible: charge the read (once)."""
+    """The story page's script, once the page is visible: charge the read (once).
+
+    Most confirmations never reach this view: `beacon.ReadConfirmations` answers them
+    before Flask (same function, `answer_confirmation`). It leaves this view the requests
+    it does not read itself, such as a signed-in reader's."""
     payload = request.get_json(silent=True) or {}
     token = payload.get("token") if isinstance(payload, dict) else None
+    viewer_id, _ = _viewer_id()
+    body, status = answer_confirmation(slug, token, request.headers.get("User-Agent"), viewer_id)
+    return jsonify(body), status
+
+
+def answer_confirmation(
+    slug: str, token: object, user_agent: str | None, viewer_id: int | None
+) -> tuple[dict[str, object], int]:
+    """A read confirmation's JSON answer and status: `token` is the page's per-view token,
+    `viewer_id` the reader the request's cookies name."""
     try:
         reader_id, story_id, edition_id, month = read_compact(
             Purpose.READ_VIEW, str(token or ""), max_age=VIEW_TOKEN_MAX_AGE
         )
     except InvalidToken as exc:
-        return jsonify(error=exc.message), 400
-    bot = verdict("POST", request.headers.get("User-Agent"))
+        return {"error": exc.message}, 400
+    bot = verdict("POST", user_agent)
     if bot.bot and bot.reason and bot.reason.startswith("scanner"):
-        return jsonify(error="not counted", reason=bot.reason), 403
-    viewer_id, _ = _viewer_id()
+        return {"error": "not counted", "reason": bot.reason}, 403
     if viewer_id is None or viewer_id != reader_id:
-        return jsonify(error="This view belongs to someone else."), 403
+        return {"error": "This view belongs to someone else."}, 403
     with get_db().autocommit() as connection:
         result = charge_read(
             connection,
@@ -208,8 +228,9 @@ def confirm_read(slug: str):  # type: ignore[no-untyped-def]
             now=utcnow(),
         )
     if result is None:
-        return jsonify(error="This view is not valid."), 400
-    status = 200 if result.allowed else 402
-    return jsonify(
-        charged=result.charged, allowed=result.allowed, free_left=result.free_left
-    ), status
+        return {"error": "This view is not valid."}, 400
+    return {
+        "charged": result.charged,
+        "allowed": result.allowed,
+        "free_left": result.free_left,
+    }, 200 if result.allowed else 402

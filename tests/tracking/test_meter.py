@@ -25,9 +25,14 @@ def open_story(client, link: str):  # type: ignore[no-untyped-def]
     return client.get(redirect.headers["Location"], headers={"User-Agent": BROWSER_UA})
 
 
+def view_token(page) -> str:  # type: ignore[no-untyped-def]
+    """The signed per-view token a story page carries for its script."""
+    return _TOKEN.search(page.get_data(as_text=True)).group(1)
+
+
 def confirm(client, page, slug: str):  # type: ignore[no-untyped-def]
     """What story.js does once the page is visible."""
-    token = _TOKEN.search(page.get_data(as_text=True)).group(1)
+    token = view_token(page)
     return client.post(
         f"/stories/{slug}/read", json={"token": token}, headers={"User-Agent": BROWSER_UA}
     )
