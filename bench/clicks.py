@@ -51,7 +51,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from common import BenchError, say, scratch_database
+from common import (
+    BenchError,
+    machine_ticks,
+    postgres_pids,
+    proc_cpu,
+    process_tree,
+    say,
+    scratch_database,
+)
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import make_url
 
@@ -309,7 +317,7 @@ class Server:
         last = -1.0
         while time.monotonic() < deadline:
             pids = self.pids()[1:]
-            cpu = sum(_proc_cpu(p) for p in pids)
+            cpu = sum(proc_cpu(p) for p in pids)
             if len(pids) == WORKERS and cpu - last < 0.02:
                 return
             last = cpu
@@ -318,13 +326,7 @@ class Server:
 
     def pids(self) -> list[int]:
         """The master and its workers."""
-        pids = [self.proc.pid]
-        try:
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-            pids += [int(p) for p in children.split()]
-        except OSError:
-            pass
-        return pids
+        return process_tree(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -335,39 +337,6 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
-
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def _postgres_pids(database: str) -> list[int]:
-    """The PostgreSQL backends serving `database` (their process title names it)."""
-    pids: list[int] = []
-    if not database:
-        return pids
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if title.startswith("postgres: ") and f" {database} " in title:
-                pids.append(int(entry.name))
-    return pids
-
-
-def _machine_ticks() -> tuple[int, int]:
-    """(all, idle) CPU ticks of the machine so far."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(values), values[3] + values[4]
 
 
 @dataclass
@@ -444,17 +413,15 @@ def wrk(
         "--", str(requests.path), str(WRK_THREADS), str(expected),
     ]  # fmt: skip
     pids = server.pids()
-    pg_before = {pid: _proc_cpu(pid) for pid in _postgres_pids(server.database)}
-    server_before = sum(_proc_cpu(p) for p in pids)
-    total_before, idle_before = _machine_ticks()
+    pg_before = {pid: proc_cpu(pid) for pid in postgres_pids(server.database)}
+    server_before = sum(proc_cpu(p) for p in pids)
+    total_before, idle_before = machine_ticks()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if server.pids() != pids:
         raise BenchError(f"{name}: a {server.name} worker restarted during the run")
-    total_after, idle_after = _machine_ticks()
-    server_cpu = sum(_proc_cpu(p) for p in pids) - server_before
-    pg_cpu = sum(
-        _proc_cpu(pid) - pg_before.get(pid, 0.0) for pid in _postgres_pids(server.database)
-    )
+    total_after, idle_after = machine_ticks()
+    server_cpu = sum(proc_cpu(p) for p in pids) - server_before
+    pg_cpu = sum(proc_cpu(pid) - pg_before.get(pid, 0.0) for pid in postgres_pids(server.database))
     match = WRK_LINE.search(out.stdout)
     if out.returncode != 0 or match is None:
         raise BenchError(f"wrk failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")

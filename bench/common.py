@@ -6,12 +6,13 @@ prints one summary line per figure and runs its own baseline in the same run.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -41,6 +42,69 @@ MARKER_TABLE = "bench_scratch_marker"
 # Realistic lengths: links and unsubscribe URLs are what per-reader bytes are made of.
 BASE_URL = "https://www.bothsidesdaily.com"
 MAIL_FROM = "Both Sides Daily <daily@bothsidesdaily.com>"
+
+
+# --- CPU time of the processes a benchmark drives (Linux /proc) -------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def postgres_pids(database: str) -> list[int]:
+    """The PostgreSQL backends serving `database` (their process title names it)."""
+    pids: list[int] = []
+    if not database:
+        return pids
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if title.startswith("postgres: ") and f" {database} " in title:
+                pids.append(int(entry.name))
+    return pids
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(all, idle) CPU ticks of the machine so far."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values), values[3] + values[4]
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its children (a gunicorn master and its workers)."""
+    pids = [pid]
+    with suppress(OSError):
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return pids
+
+
+class CpuUse:
+    """The CPU seconds groups of processes use from now until `used()`, per group. A
+    group is a function listing its processes, asked again at the end: PostgreSQL
+    backends come and go."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.before = {name: {p: proc_cpu(p) for p in pids()} for name, pids in groups.items()}
+        self.ticks = machine_ticks()
+
+    def used(self) -> tuple[dict[str, float], float]:
+        """CPU seconds per group, and the share of the machine's CPU that was busy."""
+        (total, idle), (total0, idle0) = machine_ticks(), self.ticks
+        total, idle = total - total0, idle - idle0
+        return {
+            name: sum(proc_cpu(p) - self.before[name].get(p, 0.0) for p in pids())
+            for name, pids in self.groups.items()
+        }, 1 - idle / max(1, total)
 
 
 class BenchError(Exception):

@@ -60,9 +60,17 @@ ROOT = BENCH.parent
 # (`common`): also when gunicorn imports this file as `bench.webhooks` for the baseline.
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from common import BenchError, say, scratch_database  # noqa: E402
+from common import (  # noqa: E402
+    BenchError,
+    CpuUse,
+    postgres_pids,
+    process_tree,
+    say,
+    scratch_database,
+)
 from flask import Flask, jsonify, request  # noqa: E402
 from sqlalchemy import create_engine, func, insert, select  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from newsletter.billing.gateway import PRICE_LOOKUP_KEY  # noqa: E402
 from newsletter.billing.models import (  # noqa: E402
@@ -217,9 +225,9 @@ def baseline_app() -> Flask:
 @contextmanager
 def gunicorn(
     name: str, app_spec: str, env: dict[str, str], log: Path, workers: int, threads: int
-) -> Iterator[int]:
+) -> Iterator[tuple[int, int]]:
     """gunicorn on a loopback port, with the same flags for both servers (flags given
-    here override gunicorn.conf.py, which gunicorn also reads)."""
+    here override gunicorn.conf.py, which gunicorn also reads); yields (port, pid)."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "gunicorn",
@@ -245,7 +253,7 @@ def gunicorn(
                             f"the {name} server did not start:\n{log.read_text()[-3000:]}"
                         ) from None
                     time.sleep(0.2)
-            yield port
+            yield port, proc.pid
         finally:
             proc.terminate()
             proc.wait(30)
@@ -403,18 +411,34 @@ def main() -> None:
             baseline = gunicorn(
                 "baseline", "bench.webhooks:baseline_app()", log=logs / "b.log", **server
             )
-            with baseline as bp:
+            with baseline as (bp, baseline_pid):
                 post_all(bp, build_requests(posts[:200]), n)  # warm-up
+                cpu = CpuUse({"server": lambda: process_tree(baseline_pid)})
+                client = time.process_time()
                 before, _ = post_all(bp, build_requests(posts), n)
+                baseline_cpu, _ = cpu.used()
+                baseline_cpu["client"] = time.process_time() - client
                 with gunicorn(
                     "app", "newsletter.app:create_app()", log=logs / "a.log", **server
-                ) as ap:
+                ) as (ap, app_pid):
                     post_all(ap, build_requests(warmup), n)
                     # Created now (or --late seconds ago), just before they are posted.
                     created = int(time.time()) - args.late
                     for event in stream:
                         event["created"] = created
-                    took, answers = post_all(ap, build_requests(posts), n)
+                    built = build_requests(posts)
+                    database = make_url(url).database or ""
+                    cpu = CpuUse(
+                        {
+                            "server": lambda: process_tree(app_pid),
+                            "PostgreSQL": lambda: postgres_pids(database),
+                            "fake Stripe": lambda: [stripe_process.pid],
+                        }
+                    )
+                    client = time.process_time()
+                    took, answers = post_all(ap, built, n)
+                    app_cpu, busy = cpu.used()
+                    app_cpu["client"] = time.process_time() - client
                     # Context: the same posts again, now all redeliveries: what recording
                     # an event id costs on its own (and each must be turned away).
                     again_took, again = post_all(ap, build_requests(posts), n)
@@ -438,6 +462,14 @@ def main() -> None:
         "subscription stored from a later read, and were answered from it"
     )
     say(f"app answering redeliveries only: {len(posts) / again_took:.0f} posts/s")
+    per_post = ", ".join(
+        f"{name} {seconds / len(posts) * 1e6:.0f}" for name, seconds in app_cpu.items()
+    )
+    say(f"CPU per post (µs), the app's pass: {per_post}; machine {busy:.0%} busy")
+    per_post = ", ".join(
+        f"{name} {seconds / len(posts) * 1e6:.0f}" for name, seconds in baseline_cpu.items()
+    )
+    say(f"CPU per post (µs), the baseline's first pass: {per_post}")
     say(f"baseline (verify only): {base_rate:.0f} posts/s ({before:.2f} s, {after:.2f} s)")
     ratio = rate / base_rate
     say(
