@@ -20,7 +20,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from newsletter.config import TEMPLATES_DIR, Config
 from newsletter.db import Database, close_session, db_session
-from newsletter.errors import NewsletterError, RateLimited
+from newsletter.errors import UNEXPECTED_ERROR, NewsletterError, RateLimited
+from newsletter.lean import LeanRoutes
 from newsletter.mail import sending
 
 csrf = CSRFProtect()
@@ -31,8 +32,6 @@ CONTENT_SECURITY_POLICY = (
     "frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
     "object-src 'none'"
 )
-UNEXPECTED_ERROR = "Something went wrong on our side. Please try again."
-
 _ALWAYS = (
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "strict-origin-when-cross-origin"),
@@ -102,6 +101,11 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     # No redirects invented by the router: "/r//evil" is a 404, not a 308 somewhere.
     app.url_map.merge_slashes = False
 
+    # The hot JSON routes, answered before Flask (newsletter/lean.py); each module that
+    # has one registers it below, beside its Flask view.
+    hsts = app.config["SESSION_COOKIE_SECURE"]
+    lean = LeanRoutes(app, app.wsgi_app, security_headers(set(), None, hsts=hsts))
+    app.wsgi_app = app.extensions["lean_routes"] = lean  # type: ignore[method-assign]
     db = Database(cfg.DATABASE_URL)
     app.extensions["db"] = db
     sending.install(db.sessionmaker)

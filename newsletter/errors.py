@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# What a 500 says, from the app's error handler and from `lean` routes alike.
+UNEXPECTED_ERROR = "Something went wrong on our side. Please try again."
+
 
 class NewsletterError(Exception):
     """Base for every error the app expects and explains to the person who caused it."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -9,6 +11,7 @@ from sqlalchemy.orm import selectinload
 from newsletter.auth.session import signed_in_reader_id
 from newsletter.db import db_session, get_db, utcnow
 from newsletter.errors import InvalidToken, NotFound
+from newsletter.lean import LeanRequest
 from newsletter.readers.models import Reader
 from newsletter.stories.coverage import coverage
 from newsletter.stories.models import Article, Story
@@ -50,9 +53,11 @@ def init_app(app: Flask) -> None:
         db.sessionmaker, services.write_clicks, flush_seconds=app.config["CLICK_FLUSH_SECONDS"]
     )
     app.extensions["link_targets"] = services.LinkTargets()
-    from newsletter.tracking.beacon import ReadConfirmations
-
-    app.wsgi_app = ReadConfirmations(app, app.wsgi_app)  # type: ignore[method-assign]
+    # A token is ~60 bytes: a larger body, or any but JSON, is the Flask view's to answer.
+    app.extensions["lean_routes"].route(
+        "POST", r"/stories/([^/]+)/read", _lean_confirmation, max_body=4096,
+        mimetype="application/json",
+    )  # fmt: skip
 
 
 @bp.route("/r/<token>", methods=["GET", "HEAD"])
@@ -191,14 +196,27 @@ def story_page(slug: str):  # type: ignore[no-untyped-def]
 def confirm_read(slug: str):  # type: ignore[no-untyped-def]
     """The story page's script, once the page is visible: charge the read (once).
 
-    Most confirmations never reach this view: `beacon.ReadConfirmations` answers them
-    before Flask (same function, `answer_confirmation`). It leaves this view the requests
-    it does not read itself, such as a signed-in reader's."""
+    Most confirmations are answered before Flask (`_lean_confirmation`, with the same
+    `answer_confirmation`); this view gets the rest, such as a signed-in reader's."""
     payload = request.get_json(silent=True) or {}
     token = payload.get("token") if isinstance(payload, dict) else None
     viewer_id, _ = _viewer_id()
     body, status = answer_confirmation(slug, token, request.headers.get("User-Agent"), viewer_id)
     return jsonify(body), status
+
+
+def _lean_confirmation(request: LeanRequest) -> tuple[dict[str, object], int] | None:
+    """`newsletter.lean`'s handler: a reader known by the reading cookie. A session cookie
+    is Flask's to read (only its session knows who is signed in)."""
+    if current_app.config["SESSION_COOKIE_NAME"] in request.cookies:
+        return None
+    try:
+        payload = json.loads(request.body)
+    except ValueError:  # as Flask's get_json(silent=True): no payload
+        payload = None
+    token = payload.get("token") if isinstance(payload, dict) else None
+    viewer_id, _ = reading_viewer(request.cookies.get(READING_COOKIE))
+    return answer_confirmation(request.args[0], token, request.header("User-Agent"), viewer_id)
 
 
 def answer_confirmation(

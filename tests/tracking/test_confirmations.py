@@ -1,5 +1,5 @@
 """Read confirmations: the same answers whether they are served before Flask
-(`tracking.beacon`, a reader known by the reading cookie) or by the Flask view (a
+(`newsletter.lean`, a reader known by the reading cookie) or by the Flask view (a
 signed-in reader, an unusual request)."""
 
 from __future__ import annotations
