@@ -11,10 +11,14 @@ webhook handlers re-read a subscription for nearly every event).
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import ssl
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import stripe
 import urllib3
@@ -105,11 +109,84 @@ class Urllib3Client(stripe.HTTPClient):
         self._pool.clear()
 
 
+class KeptAliveGet:
+    """GETs of Stripe's API on one kept-alive connection per thread, for the reads a
+    webhook makes for nearly every event.
+
+    stripe-python spends ~0.4 ms of CPU on a GET that http.client does in ~0.12 (its
+    request options, user-agent telemetry, log lines formatted whether or not anyone logs
+    them; then urllib3's pool). This sends what the library sends for a GET (the key, its
+    pinned `Stripe-Version`) and answers only a 200: anything else (an error status, a
+    dropped connection, a timeout) gives None, and the caller sends the request again
+    through stripe-python, whose retries, backoff and typed errors then apply. A GET
+    changes nothing at Stripe, so trying it twice is safe. Not used behind a proxy."""
+
+    def __init__(self, secret_key: str, api_base: str, *, timeout: float = 80) -> None:
+        url = urlsplit(api_base)
+        self._https = url.scheme == "https"
+        self._host = url.hostname or ""
+        self._port = url.port
+        self._prefix = url.path.rstrip("/")
+        self._timeout = timeout
+        self._tls = (
+            ssl.create_default_context(cafile=stripe.ca_bundle_path) if self._https else None
+        )
+        self._headers = {
+            "Authorization": f"Bearer {secret_key}",
+            "Stripe-Version": stripe.api_version,
+            "User-Agent": f"Stripe/v1 PythonBindings/{stripe.VERSION}",
+        }
+        self._local = threading.local()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            if self._https:
+                connection = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._timeout, context=self._tls
+                )
+            else:
+                connection = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self._timeout
+                )
+            self._local.connection = connection
+        return connection
+
+    def get(self, path: str, params: Mapping[str, str | int]) -> dict[str, Any] | None:
+        """The JSON of a 200 to GET `path` (`params`: flat values), else None."""
+        target = self._prefix + path + ("?" + urlencode(params) if params else "")
+        connection = self._connection()
+        try:
+            connection.request("GET", target, headers=self._headers)
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException):
+            self.close()  # the next GET connects afresh
+            return None
+        if response.will_close:
+            self.close()
+        if response.status != 200:
+            return None
+        try:
+            return json.loads(body)  # type: ignore[no-any-return]
+        except ValueError:
+            return None
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+
 class StripeGateway:
     def __init__(
         self, secret_key: str, *, api_base: str | None = None, max_network_retries: int = 2
     ) -> None:
         proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or None
+        self._kept_alive = (
+            None if proxy else KeptAliveGet(secret_key, api_base or stripe.DEFAULT_API_BASE)
+        )
         self.client = stripe.StripeClient(
             secret_key,
             base_addresses={"api": api_base.rstrip("/")} if api_base else None,
@@ -131,7 +208,11 @@ class StripeGateway:
             )
         )
 
-    def _get(self, path: str, **params: Any) -> dict[str, Any]:
+    def _get(self, path: str, **params: str | int) -> dict[str, Any]:
+        if self._kept_alive is not None:
+            found = self._kept_alive.get(path, params)
+            if found is not None:
+                return found
         response = self.client.raw_request("get", path, **params)
         return response.data  # type: ignore[no-any-return]
 
