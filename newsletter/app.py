@@ -129,9 +129,10 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     csrf.exempt(stories_api_bp)  # bearer-token API: no cookies, so nothing to forge
     from newsletter.billing.views import bp as billing_bp
     from webhooks import bp as webhooks_bp
+    from webhooks import init_app as init_webhooks
 
     app.register_blueprint(billing_bp)
-    app.register_blueprint(webhooks_bp)
+    init_webhooks(app)
     csrf.exempt(webhooks_bp)  # Stripe signs its webhooks; there is no form or cookie
     from newsletter.admin.views import init_app as init_admin
 

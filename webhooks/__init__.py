@@ -1,16 +1,22 @@
 """The Stripe webhook: `POST /webhooks/stripe`. Thin: verify, hand to newsletter.billing,
-commit. A handler failure propagates to the app's error handler, which rolls back and
-answers 500, so Stripe delivers the event again later."""
+commit. A handler failure propagates (the app's error handler, or `lean`'s), which rolls
+back and answers 500, so Stripe delivers the event again later.
+
+Answered before Flask (`newsletter.lean`): Stripe sends events in bursts. The Flask view
+answers what the lean route does not read (no `Content-Length`, a body over the app's
+`MAX_CONTENT_LENGTH`), with the same function."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, request
 
-from newsletter.billing.events import process_event, settle_from_store
+from newsletter.billing.events import process_event, settle_from_store, sync_unlocked
 from newsletter.billing.gateway import gateway
 from newsletter.db import db_session, get_db
+from newsletter.lean import LeanRequest
 from webhooks.signature import BadWebhook, verify_event
 
 log = logging.getLogger(__name__)
@@ -18,24 +24,45 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    app.extensions["lean_routes"].route(
+        "POST", r"/webhooks/stripe", _lean_stripe_webhook,
+        max_body=app.config["MAX_CONTENT_LENGTH"],
+    )  # fmt: skip
+
+
 @bp.post("/stripe")
 def stripe_webhook():  # type: ignore[no-untyped-def]
+    body, status = answer_stripe_event(
+        request.get_data(cache=False), request.headers.get("Stripe-Signature")
+    )
+    return jsonify(body), status
+
+
+def _lean_stripe_webhook(request: LeanRequest) -> tuple[dict[str, Any], int]:
+    return answer_stripe_event(request.body, request.header("Stripe-Signature"))
+
+
+def answer_stripe_event(payload: bytes, signature: str | None) -> tuple[dict[str, Any], int]:
+    """The webhook's JSON answer and status for a raw body and its `Stripe-Signature`."""
     secrets = current_app.config["NEWSLETTER_CONFIG"].webhook_secrets
     if not secrets or not current_app.config.get("STRIPE_SECRET_KEY"):
         # 503, not 400: Stripe keeps retrying for days, so events sent before the
         # operator finishes configuring billing are not lost.
-        return jsonify(error="billing is not configured"), 503
+        return {"error": "billing is not configured"}, 503
     try:
-        event = verify_event(
-            request.get_data(cache=False), request.headers.get("Stripe-Signature"), secrets
-        )
+        event = verify_event(payload, signature, secrets)
     except BadWebhook as exc:
-        return jsonify(error=str(exc)), 400
-    with get_db().autocommit() as connection:
-        outcome = settle_from_store(connection, event)
+        return {"error": str(exc)}, 400
+    db, gw = get_db(), gateway()
+    settled = settle_from_store(db, event)
+    outcome, fetched = settled.outcome, None
+    if outcome is None and settled.row is not None:
+        outcome, fetched = sync_unlocked(db, gw, event, settled.row)
     if outcome is None:
         session = db_session()
-        outcome = process_event(session, gateway(), event)
+        outcome = process_event(session, gw, event, fetched)
         session.commit()
     log.info("stripe event %s %s: %s", event["id"], event["type"], outcome)
-    return jsonify(received=True, outcome=outcome)
+    return {"received": True, "outcome": outcome}, 200

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, true
+from sqlalchemy import bindparam, literal, select, true
 from sqlalchemy.orm import Session
 
 from newsletter.billing import services
 from newsletter.billing.gateway import StripeGateway
 from newsletter.billing.models import BillingSubscription, StripeEvent
-from newsletter.db import NO_FLUSH_WAIT, DriverStatement, utcnow
+from newsletter.db import NO_FLUSH_WAIT, Database, DriverStatement, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,9 @@ _PROBE = select(_SEEN.label("seen"), _SYNCED_AT.label("synced_at"), _STATUS.labe
 
 
 def _settle_pg() -> DriverStatement:
-    """PostgreSQL: the probe, and the event's insert when the stored read covers it (a
-    `covers_until` the read went out at or after), in one statement."""
+    """PostgreSQL: the probe, the event's insert when the stored read covers it (a
+    `covers_until` the read went out at or after), and the subscription's row as stored
+    (its columns by name; all None when not stored), in one statement."""
     columns = _EVENTS.c
     names = ("event_id", "type", "created", "received_at")
     values = select(*(bindparam(name, type_=columns[name].type) for name in names)).where(
@@ -147,60 +149,141 @@ def _settle_pg() -> DriverStatement:
         .returning(columns.event_id)
         .cte("inserted")
     )
-    statement = _PROBE.add_columns(select(inserted.c.event_id).scalar_subquery())
+    one = select(literal(1).label("one")).subquery("one")
+    row = services.SELECT_SUBSCRIPTION.lateral("subscription")
+    statement = select(
+        _SEEN.label("seen"),
+        select(inserted.c.event_id).scalar_subquery().label("inserted"),
+        *(row.c[c.key] for c in _SUBSCRIPTIONS.columns),
+    ).select_from(one.outerjoin(row, true()))
     return DriverStatement(statement)
 
 
 _SETTLE_PG = _settle_pg()
 
 
-def settle_from_store(connection: Connection, event: Mapping[str, Any]) -> str | None:
+@dataclass(frozen=True)
+class Settled:
+    """What the stored state says of an event: the answer (`outcome`), or None with the
+    event's subscription as stored (`row`, read without a lock; PostgreSQL, re-sync
+    events) when there is one."""
+
+    outcome: str | None
+    row: BillingSubscription | None = None
+
+
+def settle_from_store(db: Database, event: Mapping[str, Any]) -> Settled:
     """Answer a verified event from what is stored, on an autocommit connection
-    (`Database.autocommit`); None when it needs `process_event`.
+    (`Database.autocommit`, only taken when there is something to ask); no outcome when
+    it needs `sync_unlocked` or `process_event`.
 
-    - An event created less than `READ_COVERS_EVENT_AFTER` ago: None at once.
+    - A re-sync event (`SYNC_ONLY_EVENTS`) on PostgreSQL: always asked, in one statement
+      that also reads its subscription's row for `sync_unlocked`.
+    - Any other event created less than `READ_COVERS_EVENT_AFTER` ago: nothing to ask.
     - An id stored before: DUPLICATE, one read, no transaction.
-    - A re-sync event (`SYNC_ONLY_EVENTS`) whose subscription was stored from a read of
-      Stripe that went out `READ_COVERS_EVENT_AFTER` or more after the event was created:
-      re-reading Stripe would store what is stored already, so the id is recorded (on
-      its own: there is no other work to go with it) and the stored state reported.
-      This is what Stripe's retries look like after this endpoint was down: every queued
-      event about a subscription at once, hours old, and one read of Stripe then serves
-      them all. An event newer than the stored read, or of any other type, goes the
-      whole way.
+    - A re-sync event whose subscription was stored from a read of Stripe that went out
+      `READ_COVERS_EVENT_AFTER` or more after the event was created: re-reading Stripe
+      would store what is stored already, so the id is recorded (on its own: there is no
+      other work to go with it) and the stored state reported. This is what Stripe's
+      retries look like after this endpoint was down: every queued event about a
+      subscription at once, hours old, and one read of Stripe then serves them all. An
+      event newer than the stored read, or of any other type, goes the whole way.
 
-    PostgreSQL does both in one statement, and does not wait for the id to reach the
+    PostgreSQL does it all in one statement, and does not wait for the id to reach the
     disk (`NO_FLUSH_WAIT`): Stripe has its 200 and the stored state already shows the
     event, so losing the id in a crash of the database server loses nothing. SQLite (no
     INSERT inside WITH) does it in two."""
     created = _created(event)
-    if created is not None and utcnow() < created + READ_COVERS_EVENT_AFTER:
+    sync_only = event["type"] in SYNC_ONLY_EVENTS and created is not None
+    if (
+        not (sync_only and db.is_postgres)
+        and created is not None
+        and utcnow() < created + READ_COVERS_EVENT_AFTER
+    ):
         # Too new for any stored read to cover it, and (Stripe retries minutes later, at
         # the earliest) almost never a redelivery: skip the probe. A duplicate delivered
         # this fast is still caught by the unique insert in `process_event`.
-        return None
-    sync_only = event["type"] in SYNC_ONLY_EVENTS and created is not None
+        return Settled(None)
     params = {
         **_event_values(event),
         "sid": event_subscription_id(event) if sync_only else None,
         "covers_until": created + READ_COVERS_EVENT_AFTER if created else None,
     }
-    if connection.dialect.name == "postgresql":
-        row = _SETTLE_PG.first(connection, params)
-        assert row is not None  # a SELECT without FROM has one row
-        seen, _, status, inserted = row
-    else:
-        probe = connection.execute(_PROBE, params).one()
-        seen, synced_at, status = probe
-        covered = seen is None and synced_at is not None and synced_at >= params["covers_until"]
-        inserted = _RECORD_EVENT.scalar(connection, params) if covered else None
+    row = None
+    with db.autocommit() as connection:
+        if db.is_postgres:
+            found = _SETTLE_PG.mapping(connection, params)
+            assert found is not None  # one row: `one` outer-joined to the subscription
+            seen, inserted = found.pop("seen"), found.pop("inserted")
+            row = BillingSubscription(**found) if found["id"] is not None else None
+            status = row.status if row is not None else None
+        else:
+            seen, synced_at, status = connection.execute(_PROBE, params).one()
+            covered = seen is None and synced_at is not None and synced_at >= params["covers_until"]
+            inserted = _RECORD_EVENT.scalar(connection, params) if covered else None
     if seen is not None:
-        return DUPLICATE
+        return Settled(DUPLICATE)
     if inserted is not None:
-        return f"synced: {status} (stored from a later read)"
+        return Settled(f"synced: {status} (stored from a later read)")
     # Not covered, or another delivery of it was inserted meanwhile (`process_event`
     # finds that out).
-    return None
+    return Settled(None, row)
+
+
+def _unlocked_sync() -> DriverStatement:
+    """PostgreSQL: the subscription's row written only if it is still as read
+    (`services.UPDATE_UNLESS_CHANGED`), and the event id recorded only if it was; one
+    statement, so both or neither. Returns (row id, event id), each None if not written."""
+    updated = services.UPDATE_UNLESS_CHANGED.cte("updated")
+    columns = _EVENTS.c
+    names = ("event_id", "type", "created", "received_at")
+    recorded = (
+        services.INSERTS["postgresql"](_EVENTS)
+        .from_select(
+            names,
+            select(*(bindparam(name, type_=columns[name].type) for name in names)).select_from(
+                updated
+            ),
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(columns.event_id)
+        .cte("recorded")
+    )
+    return DriverStatement(
+        select(
+            select(updated.c.id).scalar_subquery(), select(recorded.c.event_id).scalar_subquery()
+        )
+    )
+
+
+_UNLOCKED_SYNC = _unlocked_sync()
+
+
+def sync_unlocked(
+    db: Database, gw: StripeGateway, event: Mapping[str, Any], row: BillingSubscription
+) -> tuple[str | None, services.Fetched]:
+    """A re-sync event about a stored subscription (`Settled.row`), without a transaction
+    (PostgreSQL): read Stripe, then one autocommit statement (`_unlocked_sync`) writes what
+    `apply_subscription` would, only if the row is still as `row` shows it, and records
+    the event id with it. Two round trips to the database in all, where the locked way
+    takes four.
+
+    Returns the outcome, or None when the locked way (`process_event`, given what was
+    fetched) must finish it: a write that needs more than the row (`unlocked_update`),
+    or a row another write changed meanwhile. An event id recorded meanwhile by another
+    delivery of it: DUPLICATE, and the row as written here stands (it is Stripe's state,
+    written over the state it was computed from)."""
+    fetched = services.fetch_subscription(gw, row.stripe_subscription_id)
+    values_ = services.unlocked_update(row, fetched.obj, fetched.at) if fetched.obj else None
+    if values_ is None:
+        return None, fetched
+    with db.autocommit() as connection:
+        written, recorded = _UNLOCKED_SYNC.first(connection, {**values_, **_event_values(event)})
+    if written is None:
+        return None, fetched
+    if recorded is None:
+        return DUPLICATE, fetched
+    return f"synced: {row.status}", fetched
 
 
 def _record_and_lock() -> DriverStatement:
@@ -222,17 +305,24 @@ def _record_and_lock() -> DriverStatement:
 _RECORD_AND_LOCK = _record_and_lock()
 
 
-def process_event(session: Session, gw: StripeGateway, event: Mapping[str, Any]) -> str:
-    """Record and handle one verified event (after `settle_from_store` gave None). The
-    caller commits.
+def process_event(
+    session: Session,
+    gw: StripeGateway,
+    event: Mapping[str, Any],
+    fetched: services.Fetched | None = None,
+) -> str:
+    """Record and handle one verified event (after `settle_from_store`, and maybe
+    `sync_unlocked`, gave no outcome). The caller commits.
 
-    The event's subscription is read from Stripe first, under no lock. Then the event id
+    The event's subscription is read from Stripe first, under no lock (or `fetched` was,
+    by `sync_unlocked`). Then the event id
     is inserted in the same transaction as the handler's changes; the insert (primary
     key) is what decides between two deliveries at once (both may have read Stripe).
     PostgreSQL inserts the id and locks the subscription's row in one statement; SQLite's
     insert takes its one write lock, which covers the row too."""
     subscription_id = event_subscription_id(event)
-    fetched = services.fetch_subscription(gw, subscription_id) if subscription_id else None
+    if fetched is None and subscription_id:
+        fetched = services.fetch_subscription(gw, subscription_id)
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         if not record_event(session, event):

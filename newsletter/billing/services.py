@@ -365,11 +365,14 @@ _INSERT_SUBSCRIPTION = {
 _STORE_SUBSCRIPTION = DriverStatement(
     _INSERT_SUBSCRIPTION["postgresql"], elsewhere=_INSERT_SUBSCRIPTION["sqlite"]
 )
-_UPDATE_SUBSCRIPTION = DriverStatement(
-    update(SUBSCRIPTIONS)
-    .where(SUBSCRIPTIONS.c.id == bindparam("row_id"))
-    .values({c: bindparam(c.key, type_=c.type) for c in _WRITABLE})
-)
+_UPDATE = update(SUBSCRIPTIONS).values({c: bindparam(c.key, type_=c.type) for c in _WRITABLE})
+_UPDATE_SUBSCRIPTION = DriverStatement(_UPDATE.where(SUBSCRIPTIONS.c.id == bindparam("row_id")))
+# The row read without a lock, written only if no other write came in between (every
+# write sets `synced_at`, to the time of its read of Stripe): see `unlocked_update`.
+UPDATE_UNLESS_CHANGED = _UPDATE.where(
+    SUBSCRIPTIONS.c.id == bindparam("row_id"),
+    SUBSCRIPTIONS.c.synced_at == bindparam("was_synced_at", type_=SUBSCRIPTIONS.c.synced_at.type),
+).returning(SUBSCRIPTIONS.c.id)
 
 
 @dataclass(frozen=True)
@@ -503,6 +506,20 @@ def apply_subscription(
             past_due_since=None,
             payment_failure_invoice_id=None,
         )
+    steps = _set_fields(row, data, ours, reader_id, fetched_at)
+    _write(session, row, _funnel_rows(session, row, data, steps))
+    if row.status in PAYMENT_PROBLEM:
+        # Stripe's state says a payment failed: tell the reader once, whether or not the
+        # invoice.payment_failed event arrives (localstripe, for one, never sends it).
+        notify_failed_invoice(session, gw, row, data.latest_invoice_id)
+    return row
+
+
+def _set_fields(
+    row: BillingSubscription, data: SubscriptionData, ours: bool, reader_id: int,
+    fetched_at: datetime,
+) -> list[tuple[EventKind, datetime]]:  # fmt: skip
+    """Set `row` to Stripe's state read at `fetched_at`; the funnel steps this reaches."""
     row.reader_id = reader_id
     row.stripe_customer_id = data.customer_id
     row.price_id = data.price_ids[0] if data.price_ids else None
@@ -525,13 +542,26 @@ def apply_subscription(
     else:
         row.past_due_since = None
     row.synced_at = fetched_at
-    steps = _funnel_steps(row, data, fetched_at)
-    _write(session, row, _funnel_rows(session, row, data, steps))
-    if row.status in PAYMENT_PROBLEM:
-        # Stripe's state says a payment failed: tell the reader once, whether or not the
-        # invoice.payment_failed event arrives (localstripe, for one, never sends it).
-        notify_failed_invoice(session, gw, row, data.latest_invoice_id)
-    return row
+    return _funnel_steps(row, data, fetched_at)
+
+
+def unlocked_update(
+    row: BillingSubscription, obj: Mapping[str, Any], fetched_at: datetime
+) -> dict[str, Any] | None:
+    """What `apply_subscription` would write over a stored `row` (read without a lock) for
+    `obj`, read from Stripe at `fetched_at`, when that write is all it would do: the
+    row's values, with `row_id` and `was_synced_at` for a write that only goes ahead
+    while the row is still as read (`billing.events`). None when it needs the locked
+    way: a fresher row, another customer, a funnel step or a payment problem to tell."""
+    data = SubscriptionData.from_stripe(obj)
+    if row.synced_at > fetched_at or row.stripe_customer_id != data.customer_id:
+        return None
+    was_synced_at = row.synced_at
+    ours = data.for_price(current_app.config.get("STRIPE_PRICE_ID"))
+    if _set_fields(row, data, ours, row.reader_id, fetched_at) or row.status in PAYMENT_PROBLEM:
+        return None
+    values_ = {c.key: getattr(row, c.key) for c in _WRITABLE}
+    return {**values_, "row_id": row.id, "was_synced_at": was_synced_at}
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 from sqlalchemy import func, select
 
@@ -91,6 +92,68 @@ class TestOnce:
         smtp.wait_for("ann@example.com")
         assert len(smtp.messages_to("ann@example.com")) == 1
         assert plan(session, reader) == Plan.PAID  # past due, within the grace period
+
+
+class TestWithoutALock:
+    """A re-sync event about a stored subscription: the row is read with the event's
+    probe, Stripe is read, and the write goes ahead only if the row is still as read
+    (PostgreSQL; SQLite takes the locked way for all of it, with the same outcomes)."""
+
+    def test_a_row_written_meanwhile_by_a_fresher_read_is_kept(self, app, session, fake_stripe):  # type: ignore[no-untyped-def]
+        from newsletter.billing.gateway import gateway
+        from newsletter.billing.services import Fetched, sync_subscription
+        from newsletter.db import utcnow
+
+        reader, customer = ann_with_customer(session, fake_stripe)
+        sub = fake_stripe.add_subscription(customer["id"], PRICE_ID, trial_days=7)
+        post_event(app.test_client(), fake_stripe.event("customer.subscription.created", sub))
+        fake_stripe.set(sub["id"], cancel_at_period_end=True)
+        updated = fake_stripe.event("customer.subscription.updated", sub)
+        fake_stripe.subscription_delay = 0.5  # the delivery waits on Stripe ...
+        answers = []
+        delivery = threading.Thread(
+            target=lambda: answers.append(post_event(app.test_client(), updated).json)
+        )
+        delivery.start()
+        time.sleep(0.2)
+        # ... while a sync from a later read of Stripe stores its state and commits.
+        fresher = Fetched({**fake_stripe.subscriptions[sub["id"]], "cancel_at_period_end": False},
+                          utcnow() + timedelta(minutes=5))  # fmt: skip
+        with app.app_context(), app.extensions["db"].session() as other:
+            sync_subscription(other, gateway(), sub["id"], fetched=fresher)
+            other.commit()
+        delivery.join(30)
+        assert answers == [{"received": True, "outcome": "synced: trialing"}]
+        row = subscription_row(session, sub["id"])
+        assert (row.cancel_at_period_end, row.synced_at) == (False, fresher.at)
+        assert [e.event_id for e in event_rows(session)][-1] == updated["id"]
+
+    def test_one_re_sync_event_delivered_twice_at_once_is_processed_once(
+        self, app, session, fake_stripe
+    ):  # type: ignore[no-untyped-def]
+        reader, customer = ann_with_customer(session, fake_stripe)
+        sub = fake_stripe.add_subscription(customer["id"], PRICE_ID, trial_days=7)
+        post_event(app.test_client(), fake_stripe.event("customer.subscription.created", sub))
+        fake_stripe.set(sub["id"], cancel_at_period_end=True)
+        updated = fake_stripe.event("customer.subscription.updated", sub)
+        fake_stripe.subscription_delay = 0.3  # both have read the row before either writes
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def deliver() -> None:
+            client = app.test_client()
+            barrier.wait()
+            outcomes.append(post_event(client, updated).json["outcome"])
+
+        threads = [threading.Thread(target=deliver) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(outcomes) == ["duplicate", "synced: trialing"]
+        assert [e.event_id for e in event_rows(session)].count(updated["id"]) == 1
+        assert subscription_row(session, sub["id"]).cancel_at_period_end is True
+        assert plan(session, reader) == Plan.TRIAL
 
 
 class TestOrder:
