@@ -55,11 +55,13 @@ def answer_stripe_event(payload: bytes, signature: str | None) -> tuple[dict[str
         event = verify_event(payload, signature, secrets)
     except BadWebhook as exc:
         return {"error": str(exc)}, 400
-    db, gw = get_db(), gateway()
-    settled = settle_from_store(db, event)
-    outcome, fetched = settled.outcome, None
-    if outcome is None and settled.row is not None:
-        outcome, fetched = sync_unlocked(db, gw, event, settled.row)
+    gw = gateway()
+    # One connection outside any transaction for what needs none, held over the GET.
+    with get_db().autocommit() as connection:
+        settled = settle_from_store(connection, event)
+        outcome, fetched = settled.outcome, None
+        if outcome is None and settled.row is not None:
+            outcome, fetched = sync_unlocked(connection, gw, event, settled.row)
     if outcome is None:
         session = db_session()
         outcome = process_event(session, gw, event, fetched)

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, literal, select, true
+from sqlalchemy import Connection, bindparam, literal, select, true
 from sqlalchemy.orm import Session
 
 from newsletter.billing import services
 from newsletter.billing.gateway import StripeGateway
 from newsletter.billing.models import BillingSubscription, StripeEvent
-from newsletter.db import NO_FLUSH_WAIT, Database, DriverStatement, utcnow
+from newsletter.db import NO_FLUSH_WAIT, DriverStatement, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +172,9 @@ class Settled:
     row: BillingSubscription | None = None
 
 
-def settle_from_store(db: Database, event: Mapping[str, Any]) -> Settled:
+def settle_from_store(connection: Connection, event: Mapping[str, Any]) -> Settled:
     """Answer a verified event from what is stored, on an autocommit connection
-    (`Database.autocommit`, only taken when there is something to ask); no outcome when
-    it needs `sync_unlocked` or `process_event`.
+    (`Database.autocommit`); no outcome when it needs `sync_unlocked` or `process_event`.
 
     - A re-sync event (`SYNC_ONLY_EVENTS`) on PostgreSQL: always asked, in one statement
       that also reads its subscription's row for `sync_unlocked`.
@@ -195,8 +194,9 @@ def settle_from_store(db: Database, event: Mapping[str, Any]) -> Settled:
     INSERT inside WITH) does it in two."""
     created = _created(event)
     sync_only = event["type"] in SYNC_ONLY_EVENTS and created is not None
+    postgres = connection.dialect.name == "postgresql"
     if (
-        not (sync_only and db.is_postgres)
+        not (sync_only and postgres)
         and created is not None
         and utcnow() < created + READ_COVERS_EVENT_AFTER
     ):
@@ -210,17 +210,16 @@ def settle_from_store(db: Database, event: Mapping[str, Any]) -> Settled:
         "covers_until": created + READ_COVERS_EVENT_AFTER if created else None,
     }
     row = None
-    with db.autocommit() as connection:
-        if db.is_postgres:
-            found = _SETTLE_PG.mapping(connection, params)
-            assert found is not None  # one row: `one` outer-joined to the subscription
-            seen, inserted = found.pop("seen"), found.pop("inserted")
-            row = BillingSubscription(**found) if found["id"] is not None else None
-            status = row.status if row is not None else None
-        else:
-            seen, synced_at, status = connection.execute(_PROBE, params).one()
-            covered = seen is None and synced_at is not None and synced_at >= params["covers_until"]
-            inserted = _RECORD_EVENT.scalar(connection, params) if covered else None
+    if postgres:
+        found = _SETTLE_PG.mapping(connection, params)
+        assert found is not None  # one row: `one` outer-joined to the subscription
+        seen, inserted = found.pop("seen"), found.pop("inserted")
+        row = BillingSubscription(**found) if found["id"] is not None else None
+        status = row.status if row is not None else None
+    else:
+        seen, synced_at, status = connection.execute(_PROBE, params).one()
+        covered = seen is None and synced_at is not None and synced_at >= params["covers_until"]
+        inserted = _RECORD_EVENT.scalar(connection, params) if covered else None
     if seen is not None:
         return Settled(DUPLICATE)
     if inserted is not None:
@@ -260,13 +259,13 @@ _UNLOCKED_SYNC = _unlocked_sync()
 
 
 def sync_unlocked(
-    db: Database, gw: StripeGateway, event: Mapping[str, Any], row: BillingSubscription
+    connection: Connection, gw: StripeGateway, event: Mapping[str, Any], row: BillingSubscription
 ) -> tuple[str | None, services.Fetched]:
     """A re-sync event about a stored subscription (`Settled.row`), without a transaction
     (PostgreSQL): read Stripe, then one autocommit statement (`_unlocked_sync`) writes what
     `apply_subscription` would, only if the row is still as `row` shows it, and records
-    the event id with it. Two round trips to the database in all, where the locked way
-    takes four.
+    the event id with it, on the autocommit connection `settle_from_store` used. Two
+    round trips to the database in all, where the locked way takes four.
 
     Returns the outcome, or None when the locked way (`process_event`, given what was
     fetched) must finish it: a write that needs more than the row (`unlocked_update`),
@@ -277,8 +276,7 @@ def sync_unlocked(
     values_ = services.unlocked_update(row, fetched.obj, fetched.at) if fetched.obj else None
     if values_ is None:
         return None, fetched
-    with db.autocommit() as connection:
-        written, recorded = _UNLOCKED_SYNC.first(connection, {**values_, **_event_values(event)})
+    written, recorded = _UNLOCKED_SYNC.first(connection, {**values_, **_event_values(event)})
     if written is None:
         return None, fetched
     if recorded is None:
