@@ -38,6 +38,25 @@ def count(session, kind: EventKind) -> int:  # type: ignore[no-untyped-def]
     return session.scalar(select(func.count()).select_from(Event).where(Event.kind == kind))
 
 
+def deliver_twice_at_once(app, event) -> list[str]:  # type: ignore[no-untyped-def]
+    """Two deliveries of one event, released together; their answers, sorted."""
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def deliver() -> None:
+        client = app.test_client()
+        barrier.wait()
+        response = post_event(client, event)
+        outcomes.append(f"{response.status_code} {response.json['outcome']}")
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return sorted(outcomes)
+
+
 class TestOnce:
     def test_a_redelivered_event_changes_nothing_and_emails_once(
         self, client, session, fake_stripe, smtp
@@ -73,21 +92,8 @@ class TestOnce:
         event = fake_stripe.event("invoice.payment_failed", invoice)
         fake_stripe.subscription_delay = 0.2
         fake_stripe.invoice_delay = 0.3
-        barrier = threading.Barrier(2)
-        outcomes: list[str] = []
-
-        def deliver() -> None:
-            client = app.test_client()
-            barrier.wait()
-            response = post_event(client, event)
-            outcomes.append(f"{response.status_code} {response.json['outcome']}")
-
-        threads = [threading.Thread(target=deliver) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert sorted(outcomes) == ["200 duplicate", "200 emailed: payment failed"]
+        outcomes = deliver_twice_at_once(app, event)
+        assert outcomes == ["200 duplicate", "200 emailed: payment failed"]
         assert len(event_rows(session)) == 1
         smtp.wait_for("ann@example.com")
         assert len(smtp.messages_to("ann@example.com")) == 1
@@ -137,20 +143,7 @@ class TestWithoutALock:
         fake_stripe.set(sub["id"], cancel_at_period_end=True)
         updated = fake_stripe.event("customer.subscription.updated", sub)
         fake_stripe.subscription_delay = 0.3  # both have read the row before either writes
-        barrier = threading.Barrier(2)
-        outcomes: list[str] = []
-
-        def deliver() -> None:
-            client = app.test_client()
-            barrier.wait()
-            outcomes.append(post_event(client, updated).json["outcome"])
-
-        threads = [threading.Thread(target=deliver) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert sorted(outcomes) == ["duplicate", "synced: trialing"]
+        assert deliver_twice_at_once(app, updated) == ["200 duplicate", "200 synced: trialing"]
         assert [e.event_id for e in event_rows(session)].count(updated["id"]) == 1
         assert subscription_row(session, sub["id"]).cancel_at_period_end is True
         assert plan(session, reader) == Plan.TRIAL
