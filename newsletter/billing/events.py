@@ -1,9 +1,11 @@
 """Stripe webhook events, once each: `settle_from_store` answers what the stored state
 already answers (a redelivery; a re-sync that a later read of Stripe already covers);
-otherwise `process_event` records the event id, then `handle_billing_webhook_event`
-dispatches on its type to the services.
+on PostgreSQL `sync_unlocked` then handles a re-sync of a stored subscription that needs
+no more than its row, without a transaction; otherwise `process_event` records the event
+id, then `handle_billing_webhook_event` dispatches on its type to the services.
 
-The id is inserted in the same transaction as the work. A redelivery finds it and does
+The id is inserted with the work: in one transaction, or (`sync_unlocked`) in the one
+statement that writes the row only if it is as read. A redelivery finds it and does
 nothing; two deliveries at once race on the primary key, and the database makes the
 second insert wait for the first transaction (PostgreSQL: that row; SQLite: its write
 lock): if the first commits, the second is a duplicate; if it rolls back (the handler
@@ -313,9 +315,9 @@ def process_event(
     `sync_unlocked`, gave no outcome). The caller commits.
 
     The event's subscription is read from Stripe first, under no lock (or `fetched` was,
-    by `sync_unlocked`). Then the event id
-    is inserted in the same transaction as the handler's changes; the insert (primary
-    key) is what decides between two deliveries at once (both may have read Stripe).
+    by `sync_unlocked`). Then the event id is inserted in the same transaction as the
+    handler's changes; the insert (primary key) is what decides between two deliveries
+    at once (both may have read Stripe).
     PostgreSQL inserts the id and locks the subscription's row in one statement; SQLite's
     insert takes its one write lock, which covers the row too."""
     subscription_id = event_subscription_id(event)
