@@ -134,22 +134,33 @@ _STATUS = _subscription_column(_SUBSCRIPTIONS.c.status)
 _PROBE = select(_SEEN.label("seen"), _SYNCED_AT.label("synced_at"), _STATUS.label("status"))
 
 
+# The event's values as parameters (`_event_values`'s keys), for an insert selecting them.
+_EVENT_COLUMNS = ("event_id", "type", "created", "received_at")
+_EVENT_VALUES = select(*(bindparam(name, type_=_EVENTS.c[name].type) for name in _EVENT_COLUMNS))
+
+
+def _record_event_from(values: Any, name: str) -> Any:
+    """PostgreSQL: a CTE inserting the event id from `values` (`_EVENT_VALUES`, filtered),
+    nothing when it is stored already; it returns the id it inserted."""
+    return (
+        services.INSERTS["postgresql"](_EVENTS)
+        .from_select(_EVENT_COLUMNS, values)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(_EVENTS.c.event_id)
+        .cte(name)
+    )
+
+
 def _settle_pg() -> DriverStatement:
     """PostgreSQL: the probe, the event's insert when the stored read covers it (a
     `covers_until` the read went out at or after), and the subscription's row as stored
     (its columns by name; all None when not stored), in one statement."""
-    columns = _EVENTS.c
-    names = ("event_id", "type", "created", "received_at")
-    values = select(*(bindparam(name, type_=columns[name].type) for name in names)).where(
-        bindparam("covers_until", type_=columns.created.type) <= _SYNCED_AT,
-        NO_FLUSH_WAIT == "off",  # an id lost in a crash costs nothing: see below
-    )
-    inserted = (
-        services.INSERTS["postgresql"](_EVENTS)
-        .from_select(names, values)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(columns.event_id)
-        .cte("inserted")
+    inserted = _record_event_from(
+        _EVENT_VALUES.where(
+            bindparam("covers_until", type_=_EVENTS.c.created.type) <= _SYNCED_AT,
+            NO_FLUSH_WAIT == "off",  # an id lost in a crash costs nothing: see below
+        ),
+        "inserted",
     )
     one = select(literal(1).label("one")).subquery("one")
     row = services.SELECT_SUBSCRIPTION.lateral("subscription")
@@ -236,20 +247,7 @@ def _unlocked_sync() -> DriverStatement:
     (`services.UPDATE_UNLESS_CHANGED`), and the event id recorded only if it was; one
     statement, so both or neither. Returns (row id, event id), each None if not written."""
     updated = services.UPDATE_UNLESS_CHANGED.cte("updated")
-    columns = _EVENTS.c
-    names = ("event_id", "type", "created", "received_at")
-    recorded = (
-        services.INSERTS["postgresql"](_EVENTS)
-        .from_select(
-            names,
-            select(*(bindparam(name, type_=columns[name].type) for name in names)).select_from(
-                updated
-            ),
-        )
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(columns.event_id)
-        .cte("recorded")
-    )
+    recorded = _record_event_from(_EVENT_VALUES.select_from(updated), "recorded")
     return DriverStatement(
         select(
             select(updated.c.id).scalar_subquery(), select(recorded.c.event_id).scalar_subquery()

@@ -33,6 +33,8 @@ PRODUCT_ID = "both_sides_daily"
 PRODUCT_NAME = "Both Sides Daily"
 PRICE_AMOUNT = 500  # cents
 PRICE_CURRENCY = "usd"
+# Seconds to wait for Stripe's answer (stripe-python's own default), on either transport.
+READ_TIMEOUT = 80.0
 
 
 class BillingNotConfigured(NewsletterError):
@@ -61,7 +63,7 @@ class Urllib3Client(stripe.HTTPClient):
 
     name = "urllib3"
 
-    def __init__(self, timeout: float = 80, proxy: str | None = None) -> None:
+    def __init__(self, timeout: float = READ_TIMEOUT, proxy: str | None = None) -> None:
         super().__init__(verify_ssl_certs=True, proxy=proxy)
         self._timeout = urllib3.Timeout(connect=30, read=timeout)
         tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": stripe.ca_bundle_path}
@@ -121,7 +123,7 @@ class KeptAliveGet:
     through stripe-python, whose retries, backoff and typed errors then apply. A GET
     changes nothing at Stripe, so trying it twice is safe. Not used behind a proxy."""
 
-    def __init__(self, secret_key: str, api_base: str, *, timeout: float = 80) -> None:
+    def __init__(self, secret_key: str, api_base: str, *, timeout: float = READ_TIMEOUT) -> None:
         url = urlsplit(api_base)
         self._https = url.scheme == "https"
         self._host = url.hostname or ""

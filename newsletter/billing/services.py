@@ -437,10 +437,15 @@ def _store_with_funnel() -> DriverStatement:
 _STORE_WITH_FUNNEL = _store_with_funnel()
 
 
+def _row_values(row: BillingSubscription) -> dict[str, Any]:
+    """The row's values for the insert and updates above (every column but `id`)."""
+    return {c.key: getattr(row, c.key) for c in _WRITABLE}
+
+
 def _write(session: Session, row: BillingSubscription, funnel: list[dict[str, Any]]) -> None:
     """Store the row, then its funnel events. A new row claims the subscription (see
     `_INSERT_SUBSCRIPTION`); on PostgreSQL it and its events are one statement."""
-    values_ = {c.key: getattr(row, c.key) for c in _WRITABLE}
+    values_ = _row_values(row)
     connection = session.connection()
     if row.id is not None:
         _UPDATE_SUBSCRIPTION.execute(connection, {**values_, "row_id": row.id})
@@ -560,7 +565,7 @@ def unlocked_update(
     ours = data.for_price(current_app.config.get("STRIPE_PRICE_ID"))
     if _set_fields(row, data, ours, row.reader_id, fetched_at) or row.status in PAYMENT_PROBLEM:
         return None
-    values_ = {c.key: getattr(row, c.key) for c in _WRITABLE}
+    values_ = _row_values(row)
     return {**values_, "row_id": row.id, "was_synced_at": was_synced_at}
 
 
