@@ -4,15 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test lint bench clean
+.PHONY: install lock run test lint bench clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exact versions come from the lock file; pyproject.toml keeps the ranges. After changing
+# a dependency in pyproject.toml, `make lock` re-resolves and rewrites requirements-dev.txt.
+$(VENV)/.installed: pyproject.toml requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
+
+lock: install
+	$(BIN)/pip-compile --quiet --extra dev --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+		-o requirements-dev.txt pyproject.toml
 
 run: install
 	$(BIN)/newsletter db upgrade
