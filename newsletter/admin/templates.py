@@ -22,12 +22,13 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from jinja2 import TemplateSyntaxError, meta
+from jinja2 import TemplateSyntaxError, meta, nodes
 from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,19 +38,20 @@ from newsletter.admin import samples
 from newsletter.admin.models import EmailTemplate, TemplateFailure, TemplateVersion
 from newsletter.db import Database, utcnow
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.mail.message import HOLE
 from newsletter.mail.render import (
     GMAIL_CLIP_BYTES,
     LAYOUT,
     RenderedEmail,
     TemplateRenderError,
     TemplateSources,
-    compile_mjml,
     default_parts,
     default_sources,
     describe_error,
     environment_for,
-    render_sources,
+    render_batch,
+    render_many,
+    start_renderer,
+    template_files,
     template_names,
 )
 from newsletter.readers.models import Reader
@@ -358,12 +360,17 @@ def _check_email(
         else [file_name(name, p) for p in ("subject", "mjml", "text")]
     )
     known = samples.known_variables(LAYOUT if lint_layout else name) | set(env.globals)
+    loadable = set(template_files(name, sources))
     for file in checked:
         try:
             ast = env.parse(files[file], name=file, filename=file)
         except TemplateSyntaxError as exc:
             result.errors.append(describe_error(exc, files).message)
             continue
+        except RecursionError:  # nesting deeper than the parser goes
+            result.errors.append(f"{file}: error: the template is nested too deeply")
+            continue
+        result.errors += reference_errors(file, ast, loadable, own=sorted(files))
         for var in sorted(meta.find_undeclared_variables(ast) - known):
             line = _first_use(files[file], var)
             where = f"{file}, line {line}" if line else file
@@ -373,33 +380,26 @@ def _check_email(
             )
     if result.errors:
         return result
-    for variant, context in samples.variants(name).items():
-        try:
-            mjml_source = env.get_template(f"{name}/body.mjml").render(context)
-            subject = env.get_template(f"{name}/subject.txt").render(context)
-            text = env.get_template(f"{name}/body.txt").render(context)
-        except Exception as exc:  # whatever a template raises, it is reported
-            message = describe_error(exc, files).message
-            result.errors.append(message + _variant_note(name, variant))
+    variants = samples.variants(name)
+    try:
+        renderings = render_batch(name, sources, list(variants.values()), keep_going=True)
+    except TemplateRenderError as exc:  # the batch was stopped: a limit, whichever variant
+        result.errors.append(exc.message)
+        return result
+    for variant, rendering in zip(variants, renderings, strict=False):
+        error = rendering.error
+        if rendering.mjml is None:  # Jinja failed
+            if error is not None:
+                result.errors.append(error.message + _variant_note(name, variant))
             continue
-        for output in (subject, text, mjml_source):
-            for marker in HOLE.findall(output):
-                result.errors.append(
-                    f"@@{marker}@@ is reserved: the app fills @@…@@ markers per reader. "
-                    "Use the variables instead."
-                )
-        for line, problem, written in lint_mjml(mjml_source):
+        for line, problem, written in lint_mjml(rendering.mjml):
             where = _locate(written, files) or f"line {line} of the MJML after Jinja"
             result.errors.append(f"MJML error: {problem} ({where})")
-        try:
-            html = compile_mjml(mjml_source)
-        except TemplateRenderError as exc:
-            result.errors.append(exc.message + _variant_note(name, variant))
+        if error is not None or rendering.html is None:
+            message = error.message if error is not None else f"{name}: no HTML was built"
+            result.errors.append(message + _variant_note(name, variant))
             continue
-        except Exception as exc:  # the CSS inliner, on HTML a template made
-            result.errors.append(f"The HTML could not be built: {exc}")
-            continue
-        size = len(html.encode("utf-8"))
+        size = len(rendering.html.encode("utf-8"))
         result.html_bytes = max(result.html_bytes, size)
         if size > GMAIL_CLIP_BYTES:
             result.warnings.append(
@@ -409,6 +409,39 @@ def _check_email(
             )
     result.errors = list(dict.fromkeys(result.errors))
     return result
+
+
+_LOADS = {
+    nodes.Extends: "{% extends %}",
+    nodes.Include: "{% include %}",
+    nodes.Import: "{% import %}",
+    nodes.FromImport: "{% from … import %}",
+}
+
+
+def reference_errors(
+    file: str, ast: nodes.Template, loadable: set[str], *, own: Sequence[str]
+) -> list[str]:
+    """Every `extends`, `include`, `import` and `from … import` in `ast` that names
+    anything but a template of the set, or a name computed when sending (which the check
+    cannot see): "file, line N: …"."""
+    errors = []
+    for node in ast.find_all(tuple(_LOADS)):
+        tag = _LOADS[type(node)]
+        target = node.template  # type: ignore[attr-defined]
+        items = target.items if isinstance(target, nodes.Tuple | nodes.List) else [target]
+        for item in items:
+            if not isinstance(item, nodes.Const) or not isinstance(item.value, str):
+                errors.append(
+                    f"{file}, line {node.lineno}: {tag} must name a template in quotes, "
+                    f"one of: {', '.join(own)}"
+                )
+            elif item.value not in loadable:
+                errors.append(
+                    f"{file}, line {node.lineno}: {tag} of {item.value[:80]!r}: not one of "
+                    f"this email's templates ({', '.join(own)})"
+                )
+    return errors
 
 
 def _variant_note(name: str, variant: str) -> str:
@@ -435,21 +468,40 @@ def preview(
     options = samples.variants(email)
     context = options.get(variant or "", next(iter(options.values())))
     sources = _sources(session, email, own, layout)
-    # The desktop, mobile and text frames ask for the same rendering at once: render once.
+    # The desktop, mobile and text frames ask for the same rendering at once: render it
+    # once, and keep its outcome (a template that breaks a limit is not run three times).
     key = (email, sources, json.dumps(context, sort_keys=True, default=str))
     with _preview_lock:
-        if key in _previews:
+        pending = _previews.get(key)
+        mine = pending is None
+        if pending is None:
+            pending = _previews[key] = Future()
+            while len(_previews) > 32:
+                _previews.popitem(last=False)
+        else:
             _previews.move_to_end(key)
-            return _previews[key]
-    rendered = render_sources(email, sources, context)
-    with _preview_lock:
-        _previews[key] = rendered
-        while len(_previews) > 32:
-            _previews.popitem(last=False)
-    return rendered
+    if mine:
+        try:
+            outcome: RenderedEmail | TemplateRenderError = render_many(email, sources, [context])[0]
+        except TemplateRenderError as exc:
+            outcome = exc
+        except BaseException as exc:  # whoever waits on it must not wait forever
+            pending.set_exception(exc)
+            raise
+        pending.set_result(outcome)
+        if isinstance(outcome, TemplateRenderError):  # shared with the frames asking now only
+            with _preview_lock:
+                _previews.pop(key, None)
+    else:
+        outcome = pending.result()
+    if isinstance(outcome, TemplateRenderError):
+        raise outcome
+    return outcome
 
 
-_previews: OrderedDict[tuple[str, TemplateSources, str], RenderedEmail] = OrderedDict()
+_previews: OrderedDict[
+    tuple[str, TemplateSources, str], Future[RenderedEmail | TemplateRenderError]
+] = OrderedDict()
 _preview_lock = threading.Lock()
 
 
@@ -525,7 +577,7 @@ def render_for_send(
             own["subject"], own["mjml"], own["text"], layout["mjml"], layout["text"]
         )
         try:
-            rendered = [render_sources(name, sources, context) for context in contexts]
+            rendered = render_many(name, sources, contexts)
         except TemplateRenderError as exc:
             failure = failure or exc
             continue
@@ -609,8 +661,13 @@ class TemplateStore:
             # The database cannot say which version is published (down, or not migrated
             # yet): an email from the files beats no email.
             log.exception("published templates unavailable; rendering %s from the files", name)
-            return [render_sources(name, default_sources(name), c) for c in contexts]
+            return render_many(name, default_sources(name), contexts)
 
 
 def install(app: Flask) -> None:
     app.extensions["email_templates"] = TemplateStore(app.extensions["db"])
+    # The renderer's zygote loads while the app finishes starting, and warms itself on
+    # the sample emails.
+    with app.app_context():
+        warm = [(name, list(samples.variants(name).values())) for name in template_names()]
+    start_renderer(warm)
