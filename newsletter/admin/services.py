@@ -20,9 +20,17 @@ from newsletter.editions.models import Edition, EditionStatus, EditionStory
 from newsletter.editions.personalize import EditionMessages, RecipientRow, recipient_values
 from newsletter.editions.rendering import link_hole, render_variants
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.mail.message import HOLE, compose, envelope_sender, new_message_id, now_header
+from newsletter.mail.message import (
+    Body,
+    compose,
+    envelope_sender,
+    fill_body,
+    new_message_id,
+    now_header,
+)
 from newsletter.mail.render import RenderedEmail
 from newsletter.mail.sending import open_transport
+from newsletter.readers import suppression
 from newsletter.readers.models import Reader, ReaderStatus
 from newsletter.readers.services import send_confirmation
 from newsletter.stories.coverage import coverage, reading_words
@@ -147,8 +155,21 @@ def progress(session: Session, edition_ids: list[int]) -> dict[int, Progress]:
     }
 
 
-def _require_unsent(edition: Edition) -> None:
-    if edition.frozen:
+def stories_editable(session: Session, edition: Edition) -> bool:
+    """Whether the stories may still change: before sending starts, or while an edition
+    that cannot be composed has reached nobody (its readers wait for the fix)."""
+    if not edition.frozen:
+        return True
+    if edition.compose_error is None:
+        return False
+    handed_over = session.scalar(
+        select(Delivery.id).where(Delivery.edition_id == edition.id, Delivery.attempts > 0).limit(1)
+    )
+    return handed_over is None
+
+
+def _require_unsent(session: Session, edition: Edition) -> None:
+    if not stories_editable(session, edition):
         raise InvalidInput(
             "Sending has started for this edition: its stories can no longer change."
         )
@@ -157,7 +178,7 @@ def _require_unsent(edition: Edition) -> None:
 def set_story_order(session: Session, edition: Edition, story_ids: list[int]) -> None:
     """Keep exactly `story_ids`, in that order (a subset of the edition's stories: the
     missing ones are dropped), then re-render every variant."""
-    _require_unsent(edition)
+    _require_unsent(session, edition)
     current = {es.story_id: es.story for es in edition.stories}
     if not story_ids:
         raise InvalidInput("An edition needs at least one story.")
@@ -184,7 +205,7 @@ def set_story_order(session: Session, edition: Edition, story_ids: list[int]) ->
 
 def rerender(session: Session, edition: Edition, stories: list[Story] | None = None) -> None:
     """Render the variants again (a story moved or dropped, a template published)."""
-    _require_unsent(edition)
+    _require_unsent(session, edition)
     if stories is None:
         stories = [es.story for es in edition.stories]
     edition.variants.clear()
@@ -194,10 +215,18 @@ def rerender(session: Session, edition: Edition, stories: list[Story] | None = N
 
 def rerender_unsent(session: Session) -> list[Edition]:
     """Every edition not being sent yet, rendered again: after a template is published,
-    the next edition uses it even when it was assembled ahead."""
-    editions = list(
-        session.scalars(select(Edition).where(Edition.status == EditionStatus.ASSEMBLED))
-    )
+    the next edition uses it even when it was assembled ahead; and every edition that
+    could not be composed and has reached nobody, so a rolled-back template lets its
+    send resume."""
+    editions = [
+        edition
+        for edition in session.scalars(
+            select(Edition).where(
+                (Edition.status == EditionStatus.ASSEMBLED) | Edition.compose_error.is_not(None)
+            )
+        )
+        if stories_editable(session, edition)
+    ]
     for edition in editions:
         rerender(session, get_edition(session, edition.id))
     return editions
@@ -291,6 +320,11 @@ def reader_facts(session: Session, reader_id: int, now: datetime | None = None) 
 
 
 def resend_confirmation(session: Session, reader: Reader, now: datetime | None = None) -> bool:
+    reason = suppression.suppression_of(reader)
+    if reason is not None:
+        raise InvalidInput(
+            f"This address is suppressed ({reason.value}): lift the suppression first."
+        )
     if reader.status != ReaderStatus.PENDING:
         raise InvalidInput("Only a reader waiting for confirmation can be sent a confirmation.")
     return send_confirmation(session, reader, now or utcnow())
@@ -298,29 +332,13 @@ def resend_confirmation(session: Session, reader: Reader, now: datetime | None =
 
 def suppress(session: Session, reader: Reader, staff: Reader, reason: str) -> None:
     """Stop every email to the reader (status `bounced`, as a hard bounce does)."""
-    if reader.status == ReaderStatus.BOUNCED:
-        raise InvalidInput("This reader is already suppressed.")
-    reason = " ".join(reason.split())[:500] or "no reason given"
-    reader.status = ReaderStatus.BOUNCED
-    reader.suppressed_at = utcnow()
-    reader.suppressed_reason = f"suppressed by {staff.email}: {reason}"
-    session.flush()
+    suppression.suppress_by_staff(session, reader, staff.email, reason)
 
 
 def unsuppress(session: Session, reader: Reader) -> ReaderStatus:
-    """Lift a suppression: the reader goes back to where they were before it."""
-    if reader.status != ReaderStatus.BOUNCED:
-        raise InvalidInput("This reader is not suppressed.")
-    if reader.unsubscribed_at is not None:
-        reader.status = ReaderStatus.UNSUBSCRIBED
-    elif reader.confirmed_at is not None:
-        reader.status = ReaderStatus.CONFIRMED
-    else:
-        reader.status = ReaderStatus.PENDING
-    reader.suppressed_at = None
-    reader.suppressed_reason = None
-    session.flush()
-    return reader.status
+    """Lift a suppression of any reason (bounce, complaint, staff); see
+    `newsletter.readers.suppression.lift_suppression` for where the reader goes."""
+    return suppression.lift_suppression(session, reader)
 
 
 # --- test sends --------------------------------------------------------------------------
@@ -365,8 +383,9 @@ def _send(app: Flask, to: str, data: bytes) -> None:
         transport.close()
 
 
-def fill_preview_holes(edition: Edition, html: str, base_url: str, free: int, trial: int) -> str:
-    """A stored variant with its per-reader holes filled with stand-ins, for previewing."""
+def fill_preview_holes(edition: Edition, body: Body, base_url: str, free: int, trial: int) -> str:
+    """A stored variant's body with its per-reader holes filled with stand-ins, for
+    previewing."""
     values = {
         "free_left": str(free),
         "trial_days_left": str(trial),
@@ -374,4 +393,4 @@ def fill_preview_holes(edition: Edition, html: str, base_url: str, free: int, tr
     }
     for es in edition.stories:
         values[link_hole(es.story_id)] = f"{base_url}/stories/{es.story.slug}"
-    return HOLE.sub(lambda m: values.get(m.group(1), m.group(0)), html)
+    return fill_body(body, values)

@@ -13,7 +13,14 @@ from flask.cli import with_appcontext
 
 from newsletter.db import get_db, utcnow
 from newsletter.delivery.sender import SendAborted, SendProgress, SendReport
-from newsletter.delivery.services import EditionPaused, deliver_due, paused_editions, send_now
+from newsletter.delivery.services import (
+    EditionNotComposed,
+    EditionPaused,
+    deliver_due,
+    paused_editions,
+    send_now,
+    uncomposed_editions,
+)
 from newsletter.editions.assembly import NoStories, assemble
 from newsletter.editions.models import Edition
 from newsletter.stories.coverage import coverage
@@ -72,6 +79,11 @@ def edition_assemble(date_text: str | None) -> None:
     except NoStories as exc:
         _fail(exc.message)
     click.echo("\n".join(lines))
+    if result.edition.compose_error is not None:
+        _fail(
+            f"the edition cannot be composed: {result.edition.compose_error}; fix it at "
+            f"{current_app.config['BASE_URL']}/admin/editions/{result.edition.id}"
+        )
 
 
 class ProgressLine:
@@ -155,10 +167,11 @@ def edition_send(date_text: str | None, now_flag: bool) -> None:
             only = _parse_date(date_text) if date_text else None
             due_run = deliver_due(app, day=only, wait=True, progress=progress)
             progress.close()
-            # Paused by staff: their readers wait, and this run could not send to them.
+            # Paused by staff, or not composable: their readers wait, and this run could
+            # not send to them.
             paused = [
                 p.explain(app.config["BASE_URL"])
-                for p in paused_editions(app)
+                for p in [*uncomposed_editions(app), *paused_editions(app)]
                 if p.waiting and (only is None or p.day == only)
             ]
             for due in due_run.dates:
@@ -174,7 +187,7 @@ def edition_send(date_text: str | None, now_flag: bool) -> None:
         progress.close()
         _echo_counts(exc.report)
         _fail(f"{exc.message}; the rest stays queued, run this again once it is fixed")
-    except EditionPaused as exc:
+    except (EditionPaused, EditionNotComposed) as exc:
         progress.close()
         if exc.report is not None:
             _echo_counts(exc.report)

@@ -24,6 +24,13 @@ suppressed with nothing sent. A relay that cannot be reached, refuses our login 
 sender address is not the reader's fault: the run stops (`SendAborted`) and the rows stay
 queued, with no attempt counted.
 
+An edition whose messages cannot be built (`CannotCompose`: a story or template it cannot
+be rendered with, see `newsletter.editions.rendering`) is left out of the run: its rows
+stay queued and unclaimed, the cause is recorded on the edition once (staff see it, the
+log says it once, not every minute), and the other editions go on. Once a rendering that
+works clears it, the next run sends its rows as any others. A single reader whose message
+cannot be built (an address that cannot stand in a header) is `failed` with the reason.
+
 Crash safety. Killed at any moment (kill -9) and run again, every reader ends with
 exactly one copy of the edition, with one exception. A row is `sending` only while its
 message may be on the wire: committed before the SMTP transaction starts, and replaced
@@ -78,6 +85,7 @@ from newsletter.editions.personalize import (
     RecipientRow,
     recipient_values,
 )
+from newsletter.editions.rendering import CannotCompose, note_compose_error
 from newsletter.errors import NewsletterError
 from newsletter.locks import process_id
 from newsletter.mail.message import envelope_sender, now_header
@@ -291,6 +299,8 @@ lease_until = NULL WHERE id = :id AND state = 'sending'"""
 BOUNCE = """UPDATE readers SET status = 'bounced', suppressed_at = :at,
 suppressed_reason = :reply WHERE id = :reader_id"""
 LEFT = """UPDATE deliveries SET state = 'suppressed', last_reply = :reply, claimed_by = NULL,
+lease_until = NULL WHERE id = :id AND claimed_by = :me AND state IN ('queued', 'sending')"""
+UNBUILDABLE = """UPDATE deliveries SET state = 'failed', last_reply = :reply, claimed_by = NULL,
 lease_until = NULL WHERE id = :id AND claimed_by = :me AND state IN ('queued', 'sending')"""
 RENEW = """UPDATE deliveries SET lease_until = :lease_until
 WHERE claimed_by = :me AND state = 'queued'"""
@@ -509,7 +519,13 @@ class _Sender(threading.Thread):
 
     def _send_one(self, messages: EditionMessages, row: Claimed, recipient: Recipient) -> None:
         run = self.run_
-        message_id, data = messages.render(recipient, now_header())
+        try:
+            message_id, data = messages.render(recipient, now_header())
+        except ValueError as exc:  # this reader's values cannot be written into a message
+            reply = f"message could not be built: {exc}"[:1000]
+            self.pending.append((UNBUILDABLE, {"id": row.id, "me": self.me, "reply": reply}))
+            run.count("failed")
+            return
         delay = run.limiter.reserve()
         if delay > 0:
             self._write()  # never hold an outcome back while sleeping
@@ -578,6 +594,8 @@ class _Sender(threading.Thread):
 
 
 def _load_messages(app: Flask, session: Session, scope: list[int]) -> dict[int, EditionMessages]:
+    """The composed messages of each edition in `scope` that has them; an edition that
+    cannot be composed is left out, its cause recorded (logged only when it is news)."""
     editions = session.scalars(
         select(Edition)
         .where(Edition.id.in_(scope))
@@ -586,7 +604,13 @@ def _load_messages(app: Flask, session: Session, scope: list[int]) -> dict[int, 
             selectinload(Edition.variants),
         )
     ).all()
-    return {edition.id: EditionMessages(app, edition) for edition in editions}
+    messages = {}
+    for edition in editions:
+        try:
+            messages[edition.id] = EditionMessages(app, edition)
+        except CannotCompose as exc:
+            note_compose_error(edition, exc.message)
+    return messages
 
 
 def send_queued(

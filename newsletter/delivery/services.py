@@ -93,6 +93,49 @@ class EditionPaused(NewsletterError):
         self.report = report
 
 
+@dataclass(frozen=True)
+class UncomposedEdition:
+    """An edition whose messages cannot be built (`editions.compose_error`): senders
+    leave its rows queued until a rendering that works clears it."""
+
+    day: date
+    edition_id: int
+    waiting: int  # its readers still to send to
+    cause: str
+
+    def explain(self, base_url: str) -> str:
+        return (
+            f"the edition of {self.day.isoformat()} cannot be composed: {self.cause}. "
+            f"{self.waiting} readers are waiting and nothing was sent to them; fix it at "
+            f"{base_url}/admin/editions/{self.edition_id} (drop the story, or roll the "
+            "template back) and the send resumes: run this again"
+        )
+
+
+class EditionNotComposed(NewsletterError):
+    """`send_now` on an edition that cannot be composed: its readers were queued and wait;
+    `report` is what the run sent meanwhile (other editions' retries)."""
+
+    def __init__(self, held: UncomposedEdition, base_url: str, report: SendReport) -> None:
+        super().__init__(held.explain(base_url))
+        self.held = held
+        self.report = report
+
+
+def uncomposed_editions(app: Flask) -> list[UncomposedEdition]:
+    """Editions that cannot be composed, with the readers they hold back."""
+    db: Database = app.extensions["db"]
+    with db.session() as session:
+        found = session.execute(
+            select(Edition.id, Edition.date, Edition.compose_error)
+            .where(Edition.compose_error.is_not(None))
+            .order_by(Edition.date)
+        ).all()
+        return [
+            UncomposedEdition(day, eid, _waiting(session, eid), cause) for eid, day, cause in found
+        ]
+
+
 def _waiting(session: Session, edition_id: int) -> int:
     return (
         session.scalar(
@@ -136,6 +179,8 @@ def send_now(
 
     Raises `EditionPaused` when staff paused the edition: before anything is queued when
     it already was, or once the run stops when the pause came while it was sending.
+    Raises `EditionNotComposed` when its messages cannot be built: the readers are
+    queued and wait for the fix.
     """
     db: Database = app.extensions["db"]
     base_url = app.config["BASE_URL"]
@@ -151,10 +196,15 @@ def send_now(
     _refresh_statistics(db, queued)
     report = send_queued(app, edition_id, progress=progress, wait=wait)
     with db.session() as session:
-        if session.scalar(select(Edition.paused).where(Edition.id == edition_id)):
-            waiting = _waiting(session, edition_id)
-            if waiting:
-                raise EditionPaused(PausedEdition(day, edition_id, waiting), base_url, report)
+        paused, cause = session.execute(
+            select(Edition.paused, Edition.compose_error).where(Edition.id == edition_id)
+        ).one()
+        waiting = _waiting(session, edition_id) if paused or cause else 0
+    if cause is not None and waiting:
+        held = UncomposedEdition(day, edition_id, waiting, cause)
+        raise EditionNotComposed(held, base_url, report)
+    if paused and waiting:
+        raise EditionPaused(PausedEdition(day, edition_id, waiting), base_url, report)
     return NowRun(day, edition_id, queued, report)
 
 

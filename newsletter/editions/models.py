@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Date, ForeignKey, String, Text, UniqueConstraint, false
+from sqlalchemy import JSON, Date, ForeignKey, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.billing.entitlement import Plan
 from newsletter.db import Base, str_enum, utcnow
+from newsletter.mail.message import Body, body_at
 from newsletter.stories.models import Story
 
 
@@ -37,6 +39,11 @@ class Edition(Base):
     # Set by staff to hold a send in progress: senders claim no more of its rows until it
     # is cleared (rows already claimed finish). See `newsletter.delivery.sender`.
     paused: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Why its messages cannot be built (which story, which template), when they cannot;
+    # senders skip it and its readers stay queued until a rendering that works clears it.
+    # See `newsletter.editions.rendering`.
+    compose_error: Mapped[str | None] = mapped_column(Text)
+    compose_error_at: Mapped[datetime | None]
 
     stories: Mapped[list[EditionStory]] = relationship(
         back_populates="edition", order_by="EditionStory.position", cascade="all, delete-orphan"
@@ -77,7 +84,11 @@ class EditionStory(Base):
 
 class EditionVariant(Base):
     """The edition rendered for one plan: MJML compiled and CSS inlined once, with holes
-    (`@@name@@`) for what differs per reader. Sending only fills the holes."""
+    for what differs per reader. Sending only fills the holes.
+
+    `html` and `text` are the literal text alone; where each hole goes is kept beside it
+    as `[[offset, name], ...]` (offsets into the text, ascending), so no text in them can
+    ever be taken for a hole."""
 
     __tablename__ = "edition_variants"
     __table_args__ = (UniqueConstraint("edition_id", "plan"),)
@@ -88,5 +99,15 @@ class EditionVariant(Base):
     subject: Mapped[str] = mapped_column(String(300))
     html: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
+    html_holes: Mapped[list[list[Any]]] = mapped_column(JSON, default=list, server_default="[]")
+    text_holes: Mapped[list[list[Any]]] = mapped_column(JSON, default=list, server_default="[]")
 
     edition: Mapped[Edition] = relationship(back_populates="variants")
+
+    @property
+    def html_body(self) -> Body:
+        return body_at(self.html, self.html_holes)
+
+    @property
+    def text_body(self) -> Body:
+        return body_at(self.text, self.text_holes)

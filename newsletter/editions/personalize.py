@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.billing.entitlement import Plan, entitlements_of, trial_days_left
 from newsletter.editions.models import Edition
-from newsletter.editions.rendering import link_hole
+from newsletter.editions.rendering import CannotCompose, link_hole
 from newsletter.mail.message import MessageIds, MessageTemplate, compose
 from newsletter.readers.services import unsubscribe_url_for
 from newsletter.tokens import LinkSigner, Purpose
@@ -125,7 +125,12 @@ class UnsubscribeUrls:
 
 class EditionMessages:
     """Builds each reader's message bytes for one edition. Make one per send (in an app
-    context); it holds the composed templates for every variant."""
+    context); it holds the composed templates for every variant.
+
+    Raises `CannotCompose` when the edition has no messages to build: it was never
+    rendered (`compose_error` says why), a plan's variant is missing, or a variant has a
+    hole this class does not fill. Checked once here, so a send never fails mid-way on
+    the first reader of a variant."""
 
     def __init__(self, app: Flask, edition: Edition) -> None:
         cfg = app.config
@@ -141,16 +146,30 @@ class EditionMessages:
         self.message_ids = MessageIds(self.secret, self.mail_from, "e", self.edition_id, "r")
         # (hole name, story id) for each story link, named once rather than per reader.
         self.links = [(link_hole(story_id), story_id) for story_id in self.story_ids]
+        if edition.compose_error is not None:
+            raise CannotCompose(edition.compose_error)
         self.templates: dict[Plan, MessageTemplate] = {
             v.plan: compose(
                 mail_from=self.mail_from,
                 subject=v.subject,
-                text=v.text,
-                html=v.html,
+                text=v.text_body,
+                html=v.html_body,
                 list_id=cfg["LIST_ID"],
             )
             for v in edition.variants
         }
+        missing = [plan.value for plan in Plan if plan not in self.templates]
+        if missing:
+            raise CannotCompose(f"the edition has no {', '.join(missing)} variant: render it again")
+        fills = {"to", "date", "message_id", "free_left", "trial_days_left", "unsubscribe_url"}
+        fills.update(name for name, _ in self.links)
+        for plan, template in self.templates.items():
+            unknown = template.holes - fills
+            if unknown:
+                raise CannotCompose(
+                    f"the {plan.value} variant has holes no reader value fills "
+                    f"({', '.join(sorted(unknown))}): render it again"
+                )
 
     def message_id(self, reader_id: int) -> str:
         return self.message_ids.make(reader_id)

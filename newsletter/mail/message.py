@@ -6,26 +6,33 @@ reader is then string substitution into those bytes, never a re-render: this is 
 an edition go to a hundred thousand readers cheaply. Transactional emails use the same
 path with no body holes.
 
+Holes are structure, never text. A body is given as a sequence of literal strings and
+`Hole`s (`Body`); `compose` encodes each literal on its own and records each hole's place
+as it builds the message, so nothing is ever scanned for a marker. Whatever a subject, a
+story, a template or a reader's value contains (`@@to@@`, `=?utf-8?q?…?=`, `=3D`, CR/LF),
+it is encoded as text: it cannot create, remove or shift a hole.
+
 Both parts are quoted-printable with lines of at most 76 octets (RFC 2045; RFC 5321 allows
 998), so no template can produce a line a server refuses, and 8-bit text survives relays
 without 8BITMIME. A hole in a body sits between soft line breaks, so the value decodes
-into the text exactly where the hole was.
+into the text exactly where the hole was. A header hole takes one line of ASCII (an
+address, a date, a URL); anything else is refused (`ValueError`) rather than written into
+the header block.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
+from typing import Any
 
 from newsletter.db import utcnow
 
-HOLE = re.compile(r"@@([a-z][a-z0-9_:-]*)@@")
 QP_LINE = 76
 CRLF = "\r\n"
 
@@ -35,9 +42,64 @@ _QP = [chr(b) if (33 <= b <= 126 and b != 61) or b in (9, 32) else f"={b:02X}" f
 _QP_PLAIN_BYTES = bytes(b for b in range(33, 127) if b != 61)
 
 
-def hole(name: str) -> str:
-    """The marker a template writes where a per-recipient value goes."""
-    return f"@@{name}@@"
+@dataclass(frozen=True, slots=True)
+class Hole:
+    """Where a per-recipient value goes. Only code makes one: no text ever becomes one."""
+
+    name: str
+
+
+Piece = str | Hole
+Body = tuple[Piece, ...]  # literal text and holes, in order
+
+
+def body_of(pieces: str | Sequence[Piece]) -> Body:
+    """`pieces` with neighbouring literals joined and empty ones dropped (a plain string is
+    one literal)."""
+    if isinstance(pieces, str):
+        return (pieces,) if pieces else ()
+    out: list[Piece] = []
+    for piece in pieces:
+        if isinstance(piece, Hole):
+            out.append(piece)
+        elif piece:
+            if out and isinstance(out[-1], str):
+                out[-1] += piece
+            else:
+                out.append(piece)
+    return tuple(out)
+
+
+def body_at(text: str, holes: Sequence[Sequence[Any]]) -> Body:
+    """The body whose literal text is `text` with a hole at each `(offset, name)` of
+    `holes` (offsets into `text`, ascending): how a stored variant keeps its holes."""
+    pieces: list[Piece] = []
+    start = 0
+    for offset, name in holes:
+        pieces += [text[start:offset], Hole(name)]
+        start = offset
+    pieces.append(text[start:])
+    return body_of(pieces)
+
+
+def holes_of(body: Sequence[Piece]) -> tuple[str, list[list[Any]]]:
+    """`body_at`'s inverse: the literal text, and `[offset, name]` for each hole."""
+    text: list[str] = []
+    holes: list[list[Any]] = []
+    size = 0
+    for piece in body:
+        if isinstance(piece, Hole):
+            holes.append([size, piece.name])
+        else:
+            text.append(piece)
+            size += len(piece)
+    return "".join(text), holes
+
+
+def fill_body(body: Sequence[Piece], values: Mapping[str, str]) -> str:
+    """The body as text with each hole replaced by its value, or left out when `values`
+    has none (previews)."""
+    return "".join(p if isinstance(p, str) else values.get(p.name, "") for p in body)
 
 
 def qp_encode(text: str) -> str:
@@ -107,37 +169,57 @@ class MessageTemplate:
 
     def render(self, values: Mapping[str, str]) -> bytes:
         """The message bytes with every hole filled from `values` (KeyError if one is
-        missing). This runs once per recipient: a list copy, one encoding per distinct
-        value, one join."""
+        missing; ValueError if a header value is not one line of ASCII). This runs once
+        per recipient: a list copy, one encoding per distinct value, one join."""
         out = self._parts.copy()
         for name, in_body, positions in self._slots:
             value = values[name]
-            data = _qp_value(value) if in_body else value.encode("ascii")
+            if in_body:
+                data = _qp_value(value)
+            else:
+                data = value.encode("ascii")  # UnicodeEncodeError is a ValueError
+                if b"\r" in data or b"\n" in data:
+                    raise ValueError(f"{name}: a header value must be one line")
             for i in positions:
                 out[i] = data
         return b"".join(out)
 
 
-def _split(text: str, in_body: bool) -> Iterable[bytes | tuple[str, bool]]:
-    """Literal bytes and holes; in a body, each literal before a hole ends in a soft break."""
-    parts = HOLE.split(text)
-    for i, part in enumerate(parts):
-        if i % 2:
-            yield (part, in_body)
-        elif in_body:
-            encoded = qp_encode(part)
-            yield (encoded + ("=\r\n" if i + 1 < len(parts) else "\r\n")).encode("ascii")
-        elif part:
-            yield part.encode("ascii")
+def _body(pieces: str | Sequence[Piece]) -> Iterable[bytes | tuple[str, bool]]:
+    """A body part's chunks: each literal encoded on its own, ending in a soft break when
+    a hole follows; the part always ends with a literal's line end."""
+    body = body_of(pieces)
+    for i, piece in enumerate(body):
+        if isinstance(piece, Hole):
+            yield (piece.name, True)
+            continue
+        more = i + 1 < len(body)  # literals are joined, so what follows is a hole
+        yield (qp_encode(piece) + ("=\r\n" if more else "\r\n")).encode("ascii")
+    if not body or isinstance(body[-1], Hole):
+        yield b"\r\n"
+
+
+def _needs_encoded_words(value: str) -> bool:
+    """Whether an unstructured header must be RFC 2047-encoded to read back as written:
+    non-ASCII or control characters, text a parser would take for an encoded word, or a
+    word too long to fold."""
+    return (
+        not value.isascii()
+        or "=?" in value
+        or not value.isprintable()
+        or any(len(word) > 60 for word in value.split(" "))
+    )
 
 
 def _header(name: str, value: str) -> str:
-    """An unstructured header, folded at spaces and RFC 2047-encoded when not ASCII.
+    """An unstructured header, folded at spaces and RFC 2047-encoded when it must be.
 
+    A header is one line: runs of white space (line breaks included) become one space.
     (The legacy `Header` folder round-trips exactly; `policy.SMTP.fold` can move a whole
     long value to a continuation line, which parsers then read with a leading space.)
     """
-    charset = "us-ascii" if value.isascii() else "utf-8"
+    value = " ".join(value.split())
+    charset = "utf-8" if _needs_encoded_words(value) else "us-ascii"
     return f"{name}: {Header(value, charset, header_name=name).encode(linesep=CRLF)}\r\n"
 
 
@@ -149,42 +231,46 @@ def compose(
     *,
     mail_from: str,
     subject: str,
-    text: str,
-    html: str,
+    text: str | Sequence[Piece],
+    html: str | Sequence[Piece],
     list_id: str | None = None,
 ) -> MessageTemplate:
     """A `multipart/alternative` message (text, then HTML) with holes.
 
     Always-present holes: `to`, `date`, `message_id`; list mail (`list_id` given) adds
-    `unsubscribe_url` for `List-Unsubscribe`. Any `@@name@@` in `text` or `html` becomes a
-    body hole of that name. `To` must be a plain address (signup only accepts those).
+    `unsubscribe_url` for `List-Unsubscribe`. The body holes are the `Hole`s in `text`
+    and `html`; every string is literal text, whatever it contains. `To` must be a plain
+    address (signup only accepts those).
     """
     boundary = f"=_bsd_{uuid.uuid4().hex}"
-    headers = [
-        _from_header(mail_from),
-        f"To: {hole('to')}\r\n",
-        _header("Subject", subject),
-        f"Date: {hole('date')}\r\n",
-        f"Message-ID: {hole('message_id')}\r\n",
-        "MIME-Version: 1.0\r\n",
+    chunks: list[bytes | tuple[str, bool]] = [
+        _from_header(mail_from).encode("ascii"),
+        b"To: ",
+        ("to", False),
+        b"\r\n",
+        _header("Subject", subject).encode("ascii"),
+        b"Date: ",
+        ("date", False),
+        b"\r\nMessage-ID: ",
+        ("message_id", False),
+        b"\r\nMIME-Version: 1.0\r\n",
     ]
     if list_id is not None:
-        headers += [
-            _header("List-Id", list_id),
-            f"List-Unsubscribe: <{hole('unsubscribe_url')}>\r\n",
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        chunks += [
+            _header("List-Id", list_id).encode("ascii"),
+            b"List-Unsubscribe: <",
+            ("unsubscribe_url", False),
+            b">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
         ]
-    headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n')
+    chunks.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode())
     part_head = (
         '--{b}\r\nContent-Type: text/{sub}; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
     )
-    chunks: list[bytes | tuple[str, bool]] = []
-    chunks += _split("".join(headers), in_body=False)
     chunks.append(part_head.format(b=boundary, sub="plain").encode("ascii"))
-    chunks += _split(text, in_body=True)
+    chunks += _body(text)
     chunks.append(part_head.format(b=boundary, sub="html").encode("ascii"))
-    chunks += _split(html, in_body=True)
+    chunks += _body(html)
     chunks.append(f"--{boundary}--\r\n".encode("ascii"))
     return MessageTemplate(tuple(_merge(chunks)))
 
