@@ -10,8 +10,10 @@ middleware in front of Flask: a request that matches one of its routes is answer
 the route's handler, inside an app context only; everything else goes to Flask
 untouched.
 
-A handler gets a `LeanRequest` (its body already read) and returns (JSON body, status),
-or None to leave the request to Flask, which then reads the same body. So every lean
+A handler gets a `LeanRequest` (its body already read, within the route's `max_body`;
+a JSON body is parsed with `newsletter.jsonbody`, as the Flask views do) and returns
+(JSON body, status), or None to leave the request to Flask, which then reads the same
+body. So every lean
 route has a Flask view as well, calling the same function: it answers what a handler
 declines (a signed-in reader's read confirmation), what the route refuses to read (no
 `Content-Length`, a body over its limit, another content type), and it is what
@@ -36,6 +38,7 @@ from flask import Flask
 from werkzeug.http import parse_cookie
 
 from newsletter.errors import UNEXPECTED_ERROR
+from newsletter.inputs import storable
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,8 @@ class LeanRoutes:
                 continue
             length = environ.get("CONTENT_LENGTH") or ""
             if not path.isascii():  # WSGI gives the path as latin-1; Flask decodes UTF-8
+                return None
+            if not storable(path):  # Flask's request guard answers it (`refuse_unstorable`)
                 return None
             if not length.isdigit() or int(length) > route.max_body:
                 return None

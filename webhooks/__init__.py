@@ -4,7 +4,11 @@ back and answers 500, so Stripe delivers the event again later.
 
 Answered before Flask (`newsletter.lean`): Stripe sends events in bursts. The Flask view
 answers what the lean route does not read (no `Content-Length`, a body over the app's
-`MAX_CONTENT_LENGTH`), with the same function."""
+`MAX_CONTENT_LENGTH`), with the same function.
+
+Refused with 400 before anything is stored: a signature header that is not exactly
+Stripe's format, and a signed body that is not JSON within `newsletter.jsonbody`'s
+bounds or not a Stripe event the handlers can read (`billing.events.check_event`)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from newsletter.billing.events import process_event, settle_from_store, sync_unlocked
 from newsletter.billing.gateway import gateway
 from newsletter.db import db_session, get_db
+from newsletter.jsonbody import BadJson, error_answer, request_body
 from newsletter.lean import LeanRequest
 from webhooks.signature import BadWebhook, verify_event
 
@@ -34,9 +39,12 @@ def init_app(app: Flask) -> None:
 
 @bp.post("/stripe")
 def stripe_webhook():  # type: ignore[no-untyped-def]
-    body, status = answer_stripe_event(
-        request.get_data(cache=False), request.headers.get("Stripe-Signature")
-    )
+    try:
+        payload = request_body(current_app.config["MAX_CONTENT_LENGTH"])
+    except BadJson as exc:
+        body, status = error_answer(exc)
+    else:
+        body, status = answer_stripe_event(payload, request.headers.get("Stripe-Signature"))
     return jsonify(body), status
 
 

@@ -16,6 +16,7 @@ the id and the changes commit together, and emails go out only after that commit
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,9 @@ from newsletter.billing import services
 from newsletter.billing.gateway import StripeGateway
 from newsletter.billing.models import BillingSubscription, StripeEvent
 from newsletter.db import NO_FLUSH_WAIT, DriverStatement, utcnow
+from newsletter.errors import InvalidInput
+from newsletter.readers.models import Reader
+from newsletter.readers.suppression import may_email
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,43 @@ SUBSCRIPTION_EVENTS = frozenset(
         "customer.subscription.resumed",
     }
 )
+
+
+# What Stripe's ids and event types look like; the columns hold 255 and 100 characters.
+_STRIPE_ID = re.compile(r"[A-Za-z0-9_]{1,255}")
+_EVENT_TYPE = re.compile(r"[a-z0-9_.]{1,100}")
+# `created` is Unix time in whole seconds; past 2106 it is not a Stripe event's.
+_MAX_CREATED = 2**32
+
+
+class MalformedEvent(InvalidInput):
+    """A signed body that is not a Stripe event the handlers can read: answer 400."""
+
+
+def check_event(event: object) -> dict[str, Any]:
+    """`event` if it has what every step relies on (an id and a type that the columns and
+    PostgreSQL's text take, a `created` that is a date, `data.object` an object); else
+    `MalformedEvent`. Checked before anything is stored, so nothing is half-written."""
+    if not isinstance(event, dict):
+        raise MalformedEvent("body is not a Stripe event: not a JSON object")
+    event_id, kind, created = event.get("id"), event.get("type"), event.get("created")
+    if not (isinstance(event_id, str) and _STRIPE_ID.fullmatch(event_id)):
+        raise MalformedEvent("body is not a Stripe event: no valid id")
+    if not (isinstance(kind, str) and _EVENT_TYPE.fullmatch(kind)):
+        raise MalformedEvent("body is not a Stripe event: no valid type")
+    if type(created) is not int or not 0 < created < _MAX_CREATED:
+        raise MalformedEvent("body is not a Stripe event: created is not a Unix time")
+    data = event.get("data")
+    if not (isinstance(data, dict) and isinstance(data.get("object"), dict)):
+        raise MalformedEvent("body is not a Stripe event: data.object is not an object")
+    return event
+
+
+def payload_id(value: Any) -> str | None:
+    """An id from the event's object (maybe expanded), if it looks like Stripe's: a
+    malformed one is no id, and its event is ignored."""
+    found = services.stripe_id(value)
+    return found if found is not None and _STRIPE_ID.fullmatch(found) else None
 
 
 def _insert_event(dialect: str) -> Any:
@@ -105,11 +146,11 @@ def event_subscription_id(event: Mapping[str, Any]) -> str | None:
     if kind in CHECKOUT_EVENTS:
         if obj.get("mode") != "subscription":
             return None
-        return services.stripe_id(obj.get("subscription"))
+        return payload_id(obj.get("subscription"))
     if kind in SUBSCRIPTION_EVENTS or kind == "customer.subscription.trial_will_end":
-        return services.stripe_id(obj.get("id"))
+        return payload_id(obj.get("id"))
     if kind in INVOICE_EVENTS:
-        return services.invoice_subscription_id(obj)
+        return payload_id(services.invoice_subscription_id(obj))
     return None
 
 
@@ -375,8 +416,10 @@ def handle_billing_webhook_event(
         case kind if kind in SUBSCRIPTION_EVENTS:
             return _sync(session, gw, subscription_id, fetched, locked)
         case "customer.subscription.trial_will_end":
+            if not subscription_id:
+                return "ignored: no subscription"
             row = services.sync_subscription(
-                session, gw, str(subscription_id), fetched=fetched, locked=locked
+                session, gw, subscription_id, fetched=fetched, locked=locked
             )
             if row is None or not row.our_price:
                 return "ignored: not ours"
@@ -390,9 +433,12 @@ def handle_billing_webhook_event(
         case "invoice.paid" | "invoice.payment_succeeded":
             return _sync(session, gw, subscription_id, fetched, locked)
         case "invoice.payment_failed":
-            return _payment_failed(session, gw, obj, fetched, locked)
+            return _payment_failed(session, gw, obj, subscription_id, fetched, locked)
         case "customer.updated" | "customer.deleted":
-            return services.refresh_customer(session, gw, str(obj.get("id")))
+            customer_id = payload_id(obj.get("id"))
+            if customer_id is None:
+                return "ignored: no customer"
+            return services.refresh_customer(session, gw, customer_id)
         case _:
             return "ignored: unhandled type"
 
@@ -401,13 +447,15 @@ def _payment_failed(
     session: Session,
     gw: StripeGateway,
     invoice: Mapping[str, Any],
+    subscription_id: str | None,
     fetched: services.Fetched | None,
     locked: services.Locked | None,
 ) -> str:
-    subscription_id = services.invoice_subscription_id(invoice)
     if not subscription_id:
         return "ignored: not a subscription invoice"
-    invoice_id = str(invoice["id"])
+    invoice_id = payload_id(invoice.get("id"))
+    if invoice_id is None:
+        return "ignored: no invoice"
     told_before = session.scalar(
         select(BillingSubscription.payment_failure_invoice_id).where(
             BillingSubscription.stripe_subscription_id == subscription_id
@@ -417,5 +465,9 @@ def _payment_failed(
     if row is None or not row.our_price:
         return "ignored: not ours"
     if row.payment_failure_invoice_id == invoice_id and told_before != invoice_id:
-        return "emailed: payment failed"  # the sync saw the failure and told the reader
+        # The sync saw the failure and told the reader, unless the address is suppressed.
+        reader = session.get(Reader, row.reader_id)
+        if reader is not None and may_email(reader):
+            return "emailed: payment failed"
+        return "no email: address refuses mail"
     return services.notify_failed_invoice(session, gw, row, invoice_id)

@@ -31,9 +31,10 @@ from newsletter.billing.gateway import PRICE_LOOKUP_KEY, StripeGateway, is_not_f
 from newsletter.billing.models import BillingCustomer, BillingSubscription, StripeEvent
 from newsletter.db import Database, DriverStatement, utcnow
 from newsletter.editions.models import Edition
-from newsletter.errors import NewsletterError, NotFound
-from newsletter.mail.sending import send_email
-from newsletter.readers.models import Reader, ReaderStatus
+from newsletter.errors import InvalidInput, NewsletterError, NotFound
+from newsletter.inputs import parse_id
+from newsletter.readers.models import Reader
+from newsletter.readers.suppression import email_reader
 from newsletter.stories.models import Story
 from newsletter.tracking.models import Event, EventKind
 
@@ -138,8 +139,10 @@ class SubscriptionData:
 def invoice_subscription_id(invoice: Mapping[str, Any]) -> str | None:
     """The subscription an invoice bills: `parent.subscription_details.subscription` since
     2025-03-31, the top-level `subscription` before."""
-    parent = invoice.get("parent") or {}
-    details = parent.get("subscription_details") or {} if isinstance(parent, Mapping) else {}
+    parent = invoice.get("parent")
+    details = parent.get("subscription_details") if isinstance(parent, Mapping) else None
+    if not isinstance(details, Mapping):
+        details = {}
     return stripe_id(details.get("subscription")) or stripe_id(invoice.get("subscription"))
 
 
@@ -188,8 +191,9 @@ def match_customer(session: Session, customer: Mapping[str, Any]) -> int | None:
     """INTERFACE.md's rule after the stored id: `metadata.reader_id`, else the email when
     exactly one reader has it."""
     raw = (customer.get("metadata") or {}).get("reader_id")
-    if isinstance(raw, str) and raw.isdigit() and session.get(Reader, int(raw)) is not None:
-        return int(raw)
+    reader_id = _metadata_id(raw)
+    if reader_id is not None and session.get(Reader, reader_id) is not None:
+        return reader_id
     email = customer.get("email")
     if isinstance(email, str) and email.strip():
         ids = session.scalars(
@@ -301,11 +305,23 @@ def refresh_customer(session: Session, gw: StripeGateway, customer_id: str) -> s
 # --- subscriptions -----------------------------------------------------------------------
 
 
+def _metadata_id(raw: Any) -> int | None:
+    """An id from Stripe metadata (text we set, or anyone with dashboard access typed):
+    a row id only when the database's integer columns can hold it."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str):
+        return None
+    try:
+        return parse_id(raw)
+    except InvalidInput:
+        return None
+
+
 def _existing_id(session: Session, model: type[Story] | type[Edition], raw: Any) -> int | None:
-    if isinstance(raw, str) and raw.isdigit():
-        raw = int(raw)
-    if isinstance(raw, int) and session.get(model, raw) is not None:
-        return raw
+    row_id = _metadata_id(raw)
+    if row_id is not None and session.get(model, row_id) is not None:
+        return row_id
     return None
 
 
@@ -763,22 +779,17 @@ def local_date(moment: datetime, timezone: str) -> str:
     return f"{local:%B} {local.day}, {local.year}"
 
 
-def _mailable(reader: Reader | None) -> bool:
-    # Billing mail is transactional: sent after an unsubscribe from the daily email too,
-    # but never to an address that refuses mail.
-    return reader is not None and reader.status != ReaderStatus.BOUNCED
-
-
 def notify_trial_will_end(session: Session, row: BillingSubscription) -> bool:
+    # Billing mail is transactional: it goes after an unsubscribe from the daily email
+    # too, but never to a suppressed address (`email_reader` decides).
     reader = session.get(Reader, row.reader_id)
-    if not _mailable(reader) or row.trial_end is None:
+    if reader is None or row.trial_end is None:
         return False
-    assert reader is not None
     cfg = current_app.config
-    send_email(
+    return email_reader(
         session,
+        reader,
         "trial_will_end",
-        reader.email,
         {
             "trial_end": local_date(row.trial_end, reader.timezone),
             "price": cfg.get("PRICE_LABEL", "$5/month"),
@@ -786,22 +797,20 @@ def notify_trial_will_end(session: Session, row: BillingSubscription) -> bool:
             "account_url": f"{cfg['BASE_URL']}/account",
         },
     )
-    return True
 
 
 def notify_payment_failed(session: Session, reader_id: int, invoice: Mapping[str, Any]) -> bool:
     reader = session.get(Reader, reader_id)
-    if not _mailable(reader):
+    if reader is None:
         return False
-    assert reader is not None
     cfg = current_app.config
     account_url = f"{cfg['BASE_URL']}/account"
     amount = invoice.get("amount_due")
     currency = str(invoice.get("currency") or "usd").upper()
-    send_email(
+    return email_reader(
         session,
+        reader,
         "payment_failed",
-        reader.email,
         {
             "amount": f"{amount / 100:.2f} {currency}" if isinstance(amount, int) else None,
             "fix_url": invoice.get("hosted_invoice_url") or account_url,
@@ -809,7 +818,6 @@ def notify_payment_failed(session: Session, reader_id: int, invoice: Mapping[str
             "grace_days": int(cfg.get("BILLING_GRACE_DAYS", 3)),
         },
     )
-    return True
 
 
 PAYMENT_PROBLEM = ("past_due", "incomplete", "unpaid")

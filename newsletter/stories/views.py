@@ -12,8 +12,8 @@ import logging
 from flask import Blueprint, current_app, jsonify, request
 
 from newsletter.db import db_session
-from newsletter.errors import InvalidInput
-from newsletter.stories.importing import import_stories, parse_json
+from newsletter.jsonbody import BadJson, JsonTooLarge, request_json
+from newsletter.stories.importing import import_stories
 
 api = Blueprint("stories_api", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
@@ -36,16 +36,17 @@ def import_stories_api():  # type: ignore[no-untyped-def]
             401,
             {"WWW-Authenticate": 'Bearer realm="stories"'},
         )
-    max_bytes = current_app.config["STORIES_API_MAX_BYTES"]
-    if request.content_length is not None and request.content_length > max_bytes:
-        return jsonify(error=f"The body is larger than {max_bytes} bytes."), 413
-    # Also caps a body sent without Content-Length (chunked); replaces the app-wide limit.
-    request.max_content_length = max_bytes
     try:
-        data = parse_json(request.get_data(cache=False))
-    except InvalidInput as exc:
+        # Its own limit replaces the app-wide one, also for a body sent without a length.
+        data = request_json(current_app.config["STORIES_API_MAX_BYTES"])
+    except JsonTooLarge as exc:
+        return jsonify(error=exc.message), exc.status_code
+    except BadJson as exc:
+        # `error` as every JSON route says it, and the import report's shape as well.
         error = {"record": None, "index": None, "id": None, "path": "", "reason": exc.message}
-        return jsonify(errors=[error], created=0, updated=0, unchanged=0, rejected=1), 400
+        return jsonify(
+            error=exc.message, errors=[error], created=0, updated=0, unchanged=0, rejected=1
+        ), exc.status_code
     session = db_session()
     report = import_stories(session, data)
     session.commit()  # the good records land even when others were rejected

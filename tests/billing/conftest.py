@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.auth.session import session_values
 from newsletter.billing.gateway import PRICE_LOOKUP_KEY
 from newsletter.billing.models import BillingSubscription, StripeEvent
 from newsletter.readers.models import Reader, ReaderStatus
@@ -150,6 +151,6 @@ def signed_in(client: FlaskClient, session: Session, email: str, **fields: Any) 
     """A confirmed reader, signed in on `client` (sign-in itself is tested in tests/auth)."""
     reader = make_reader(session, email, **fields)
     with client.session_transaction() as cookie:
-        cookie["reader_id"] = reader.id
+        cookie.update(session_values(reader))
         cookie.permanent = True
     return reader

@@ -391,3 +391,38 @@ class TestAllOrNothing:
         smtp.wait_for("ann@example.com")
         assert len(smtp.messages_to("ann@example.com")) == 1
         assert len(event_rows(session)) == 1
+
+
+class TestSuppressedAndForeignCustomers:
+    def test_billing_mail_skips_a_suppressed_address(self, client, session, fake_stripe, smtp):
+        from newsletter.readers.suppression import record_complaint
+
+        reader, customer = ann_with_customer(session, fake_stripe)
+        sub = fake_stripe.add_subscription(customer["id"], PRICE_ID, trial_days=3)
+        post_event(client, fake_stripe.event("customer.subscription.created", sub))
+        record_complaint(session, session.get(Reader, reader.id), "abuse report")
+        session.commit()
+        ending = fake_stripe.event("customer.subscription.trial_will_end", sub)
+        answer = post_event(client, ending)
+        assert (answer.status_code, answer.json["outcome"]) == (
+            200,
+            "no email: address refuses mail",
+        )
+        fake_stripe.set(sub["id"], status="past_due")
+        invoice = fake_stripe.add_invoice(sub["id"], status="open")
+        failed = post_event(client, fake_stripe.event("invoice.payment_failed", invoice))
+        assert (failed.status_code, failed.json["outcome"]) == (
+            200,
+            "no email: address refuses mail",
+        )
+        time.sleep(0.3)  # mail goes after commit; give a wrong send time to arrive
+        assert smtp.messages_to("ann@example.com") == []
+
+    def test_metadata_ids_past_the_integer_range_match_nobody(self, client, session, fake_stripe):
+        make_reader(session, "ann@example.com")
+        for raw in ("99999999999999999999", "-1", "1e9", "١٢"):
+            customer = fake_stripe.add_customer(f"{len(raw)}x@example.net", {"reader_id": raw})
+            sub = fake_stripe.add_subscription(customer["id"], PRICE_ID)
+            answer = post_event(client, fake_stripe.event("customer.subscription.created", sub))
+            assert answer.status_code == 200, (raw, answer.json)
+            assert subscription_row(session, sub["id"]) is None

@@ -14,6 +14,7 @@ from newsletter.app import CONTENT_SECURITY_POLICY, create_app
 from newsletter.tokens import Purpose, make_compact
 from tests.conftest import TEST_SECRET
 from tests.helpers import sign_in
+from tests.lean_paths import lean_answers, post_via
 from tests.tracking.conftest import reads_count
 from tests.tracking.test_meter import BROWSER_UA, confirm, open_story, slug_of, view_token
 
@@ -124,3 +125,36 @@ def test_a_confirmation_while_the_database_is_down_is_a_500_in_json(tmp_path: Pa
     assert "unhandled error" in caplog.text
     app.extensions["click_log"].close()
     app.extensions["db"].dispose()
+
+
+HOSTILE_BODIES = {
+    "4,000 [": b"[" * 4000,
+    "4,000 [ closed": b"[" * 4000 + b"]" * 4000,
+    "deep inside the token's object": b'{"token": ' + b"[" * 100 + b"]" * 100 + b"}",
+    "NaN": b'{"token": NaN}',
+    "a float overflowing": b'{"token": 1e400}',
+    "a 5,000-digit integer": b'{"token": ' + b"9" * 5000 + b"}",
+    "not UTF-8": b'{"token": "caf\xe9"}',
+    "not JSON": b'{"token": ',
+}
+
+
+@pytest.mark.parametrize("via", ["lean", "flask, streamed", "flask, session cookie"])
+@pytest.mark.parametrize("case", list(HOSTILE_BODIES))
+def test_a_body_that_is_not_bounded_json_is_a_400(app, client, session, via, case):  # type: ignore[no-untyped-def]
+    """Refused by the one JSON reader (`newsletter.jsonbody`) on every path, in JSON."""
+    headers = {"Content-Type": "application/json", "User-Agent": BROWSER_UA}
+    if via == "flask, session cookie":
+        client.set_cookie(app.config["SESSION_COOKIE_NAME"], "not-a-session")
+    with lean_answers(app) as lean:
+        response = post_via(
+            client, "flask" if via == "flask, streamed" else "lean",
+            "/stories/some-story/read", HOSTILE_BODIES[case], headers,
+        )  # fmt: skip
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert list(response.json) == ["error"]
+    assert_security_headers(response)
+    # A body over the lean route's 4 KiB is the Flask view's, whichever way it comes.
+    before_flask = via == "lean" and len(HOSTILE_BODIES[case]) <= 4096
+    assert lean == (["/stories/some-story/read"] if before_flask else [])
+    assert reads_count(session) == 0
