@@ -61,8 +61,27 @@ def hit(
     if count > limit:
         retry_after = window + seconds - epoch
         raise RateLimited(
-            "Too many requests. Please wait a little and try again.", retry_after=retry_after
+            f"Too many requests. Please try again in {wait_in_words(retry_after)}.",
+            retry_after=retry_after,
         )
+
+
+def wait_in_words(seconds: int) -> str:
+    """How long `Retry-After: seconds` is, for people: seconds under a minute, else
+    minutes (rounded up, so trying again then works), with hours past the hour."""
+    seconds = max(1, seconds)
+    if seconds < 60:
+        return _plural(seconds, "second")
+    hours, minutes = divmod(-(-seconds // 60), 60)
+    if not hours:
+        return _plural(minutes, "minute")
+    if not minutes:
+        return _plural(hours, "hour")
+    return f"{_plural(hours, 'hour')} and {_plural(minutes, 'minute')}"
+
+
+def _plural(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
 
 
 def prune(engine: Engine, *, now: datetime | None = None) -> int:

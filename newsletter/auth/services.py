@@ -8,6 +8,12 @@ Where the reader was going (`next`, e.g. the story whose paywall sent them to si
 travels inside the signed token: only a same-site path (`newsletter.web.safe_next`) of
 at most `MAX_NEXT_LENGTH` characters is put in, and the view checks it again before it
 redirects. Anything else is dropped, and the reader lands on /account.
+
+Asking for a link sends a fresh one unless one went out in the last minute
+(`SIGNIN_RESEND_INTERVAL`) and is still unused: signing in clears the time it was sent,
+so "sign in, sign out, ask again" always gets a new email. A suppressed address gets
+nothing (`newsletter.readers.suppression`). The caller cannot tell these cases apart,
+nor an unknown address: the page's wording covers them all.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ from newsletter.web import safe_next
 # Longer paths are dropped rather than signed in: the token must stay a short link
 # (`read_token` refuses tokens over 512 characters). A story path is under 100.
 MAX_NEXT_LENGTH = 200
+
+
+class LinkUsed(InvalidToken):
+    """A genuine sign-in link that was already used (or superseded by a newer sign-in)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ def check_signin_token(session: Session, token: str) -> SigninLink:
     if reader is None:
         raise InvalidToken("This link is not valid.")
     if reader.signin_nonce != payload.get("n"):
-        raise InvalidToken("This sign-in link has already been used. Ask for a new one.")
+        raise LinkUsed("This sign-in link has already been used. Ask for a new one.")
     raw_next = payload.get("x")
     return SigninLink(reader, signin_next(raw_next) if isinstance(raw_next, str) else None)
 
@@ -84,14 +94,15 @@ def check_signin_token(session: Session, token: str) -> SigninLink:
 def consume_signin_token(session: Session, token: str) -> SigninLink:
     link = check_signin_token(session, token)
     reader = link.reader
-    # Compare-and-set on the nonce so two simultaneous POSTs cannot both sign in.
+    # Compare-and-set on the nonce so two simultaneous POSTs cannot both sign in. The
+    # link emailed last is now used up, so the next request may send a fresh one at once.
     result = session.execute(
         update(Reader)
         .where(Reader.id == reader.id, Reader.signin_nonce == reader.signin_nonce)
-        .values(signin_nonce=Reader.signin_nonce + 1)
+        .values(signin_nonce=Reader.signin_nonce + 1, signin_sent_at=None)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
-        raise InvalidToken("This sign-in link has already been used. Ask for a new one.")
+        raise LinkUsed("This sign-in link has already been used. Ask for a new one.")
     session.refresh(reader)
     return link

@@ -18,6 +18,14 @@ class ReaderStatus(StrEnum):
     BOUNCED = "bounced"
 
 
+class Suppression(StrEnum):
+    """Why no email at all may go to a reader (`newsletter.readers.suppression`)."""
+
+    BOUNCED = "bounced"  # the mail server refused the address permanently
+    COMPLAINED = "complained"  # the reader marked our email as spam
+    STAFF = "staff"  # a staff member stopped it (e.g. the reader asked by phone)
+
+
 class Reader(Base):
     __tablename__ = "readers"
 
@@ -35,12 +43,18 @@ class Reader(Base):
     is_staff: Mapped[bool] = mapped_column(default=False)
     # Bumped on every sign-in, so a sign-in link works once and only the newest one works.
     signin_nonce: Mapped[int] = mapped_column(default=0)
+    # Copied into the session cookie at sign-in and checked on every request; sign-out
+    # bumps it, which ends every session of the reader at once (`newsletter.auth.session`).
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
     confirmation_sent_at: Mapped[datetime | None]
     signin_sent_at: Mapped[datetime | None]
-    # Set when mail to the address was refused permanently (status becomes bounced).
+    # Set when no email may go to the address at all, with why and the detail (the
+    # server's reply, the complaint, the staff member's note). A permanent refusal also
+    # makes the status bounced; a complaint makes it unsubscribed.
+    suppression: Mapped[Suppression | None] = mapped_column(str_enum(Suppression))
     suppressed_at: Mapped[datetime | None]
     suppressed_reason: Mapped[str | None] = mapped_column(String(1000))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,11 +16,16 @@ from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInput, InvalidToken, NotFound
-from newsletter.mail.sending import send_email
 from newsletter.readers.models import Consent, ConsentKind, Reader, ReaderStatus
+from newsletter.readers.suppression import email_reader, suppression_of
 from newsletter.tokens import Purpose, make_token, read_token
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit less the angle brackets
+MAX_LOCAL_PART_OCTETS = 64  # RFC 5321 4.5.3.1.1; email-validator 2 no longer checks it
+# An RFC 2047 encoded-word (`=?utf-8?q?...?=`) is header syntax, never an address: mail
+# software decodes it into something else than what was checked. Any "=?" followed later
+# by "?=" is refused, a superset of the RFC's grammar.
+ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
 
 CONSENT_WORDING = (
     "Send me Both Sides Daily: one email each morning with the day's top stories from the "
@@ -36,9 +42,14 @@ class RequestInfo:
 
 
 def normalize_email(raw: str) -> str:
-    """A syntactically valid address with its domain lower-cased, or `InvalidInput`.
+    """A syntactically valid address with its domain lower-cased, or `InvalidInput` (the
+    only exception it raises, whatever the text).
 
-    Checks syntax only (no DNS): signup must not depend on a resolver.
+    Checks syntax only (no DNS): signup must not depend on a resolver. Refused with a
+    message saying why: control characters (CR/LF included), more than 254 characters,
+    a local part over 64 octets, RFC 2047 encoded-words, and anything email-validator
+    refuses (quoted local parts and non-ASCII local parts included). An accepted address
+    is ASCII (an international domain comes back in its punycode form).
     """
     if raw is None or not raw.strip():
         raise InvalidInput("Please enter your email address.")
@@ -47,6 +58,13 @@ def normalize_email(raw: str) -> str:
         raise InvalidInput("An email address cannot contain line breaks or control characters.")
     if len(value) > MAX_EMAIL_LENGTH:
         raise InvalidInput(f"An email address can be at most {MAX_EMAIL_LENGTH} characters long.")
+    if ENCODED_WORD.search(value):
+        raise InvalidInput("An email address cannot contain encoded words such as =?utf-8?q?…?=.")
+    local_part = value.rpartition("@")[0]
+    if len(local_part.encode("utf-8")) > MAX_LOCAL_PART_OCTETS:
+        raise InvalidInput(
+            f"The part before the @ can be at most {MAX_LOCAL_PART_OCTETS} characters long."
+        )
     try:
         result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
@@ -54,6 +72,12 @@ def normalize_email(raw: str) -> str:
     address = result.ascii_email or result.normalized
     local, _, domain = address.rpartition("@")
     address = f"{local}@{domain.lower()}"
+    if len(local.encode("utf-8")) > MAX_LOCAL_PART_OCTETS:
+        raise InvalidInput(
+            f"The part before the @ can be at most {MAX_LOCAL_PART_OCTETS} characters long."
+        )
+    if ENCODED_WORD.search(address):
+        raise InvalidInput("An email address cannot contain encoded words such as =?utf-8?q?…?=.")
     if len(address) > MAX_EMAIL_LENGTH:
         raise InvalidInput(f"An email address can be at most {MAX_EMAIL_LENGTH} characters long.")
     return address
@@ -127,8 +151,8 @@ def get_reader(session: Session, reader_id: int) -> Reader:
     return reader
 
 
-def _resend_allowed(last_sent: datetime | None, now: datetime) -> bool:
-    interval = timedelta(seconds=current_app.config["EMAIL_RESEND_INTERVAL"])
+def _resend_allowed(last_sent: datetime | None, now: datetime, setting: str) -> bool:
+    interval = timedelta(seconds=current_app.config[setting])
     return last_sent is None or now - last_sent >= interval
 
 
@@ -166,37 +190,36 @@ def unsubscribe_url(reader: Reader) -> str:
 
 
 def send_confirmation(session: Session, reader: Reader, now: datetime) -> bool:
-    """Email a confirmation link unless one went out within the resend window."""
-    if not _resend_allowed(reader.confirmation_sent_at, now):
+    """Email a confirmation link unless one went out within the resend window
+    (`EMAIL_RESEND_INTERVAL`, 5 minutes: the link stays valid for days) or the address
+    is suppressed. True when an email was queued."""
+    if not _resend_allowed(reader.confirmation_sent_at, now, "EMAIL_RESEND_INTERVAL"):
+        return False
+    hours = current_app.config["CONFIRM_TOKEN_MAX_AGE"] // 3600
+    context = {"confirm_url": confirmation_url(reader), "valid_hours": hours}
+    if not email_reader(session, reader, "confirm", context):
         return False
     reader.confirmation_sent_at = now
-    hours = current_app.config["CONFIRM_TOKEN_MAX_AGE"] // 3600
-    send_email(
-        session,
-        "confirm",
-        reader.email,
-        {"confirm_url": confirmation_url(reader), "valid_hours": hours},
-    )
     return True
 
 
 def send_signin_link(
     session: Session, reader: Reader, now: datetime, *, reason: str, next_path: str | None = None
 ) -> bool:
-    if not _resend_allowed(reader.signin_sent_at, now):
+    """Email a sign-in link unless one went out in the last `SIGNIN_RESEND_INTERVAL`
+    seconds and is still unused (signing in clears `signin_sent_at`), or the address is
+    suppressed. So when nothing is sent, the link in the last email still works."""
+    if not _resend_allowed(reader.signin_sent_at, now, "SIGNIN_RESEND_INTERVAL"):
+        return False
+    minutes = current_app.config["SIGNIN_TOKEN_MAX_AGE"] // 60
+    context = {
+        "signin_url": signin_url(reader, next_path),
+        "valid_minutes": minutes,
+        "reason": reason,
+    }
+    if not email_reader(session, reader, "signin", context):
         return False
     reader.signin_sent_at = now
-    minutes = current_app.config["SIGNIN_TOKEN_MAX_AGE"] // 60
-    send_email(
-        session,
-        "signin",
-        reader.email,
-        {
-            "signin_url": signin_url(reader, next_path),
-            "valid_minutes": minutes,
-            "reason": reason,
-        },
-    )
     return True
 
 
@@ -208,11 +231,14 @@ def signup(
     *,
     now: datetime | None = None,
 ) -> None:
-    """Start double opt-in. Behaves the same to the caller for new and known addresses."""
+    """Start double opt-in. Behaves the same to the caller for new and known addresses,
+    suppressed ones included (they get no email and nothing about them changes)."""
     now = now or utcnow()
     email = normalize_email(raw_email)
     tz = validate_timezone(timezone, fallback=True)
     reader = find_reader(session, email)
+    if reader is not None and suppression_of(reader) is not None:
+        return
     if reader is None:
         reader = Reader(email=email, email_key=email.lower(), timezone=tz, created_at=now)
         session.add(reader)
@@ -241,7 +267,7 @@ def confirm(
         raise InvalidToken("This link is not valid.")
     if reader.status == ReaderStatus.CONFIRMED:
         return reader
-    if reader.status == ReaderStatus.BOUNCED:
+    if suppression_of(reader) is not None:
         raise InvalidToken("This address could not receive our emails, so it cannot be confirmed.")
     reader.status = ReaderStatus.CONFIRMED
     reader.confirmed_at = now
@@ -278,9 +304,10 @@ def resubscribe(
     """A signed-in reader (their mailbox is proven) opts back in without a new confirmation."""
     if reader.status == ReaderStatus.CONFIRMED:
         return
-    if reader.status == ReaderStatus.BOUNCED:
+    if suppression_of(reader) is not None:
         raise InvalidInput(
-            "Our emails to this address bounced. Please sign up again with a working address."
+            "We can't send email to this address any more, so we can't subscribe it. "
+            "Please sign up again with another address."
         )
     now = now or utcnow()
     reader.status = ReaderStatus.CONFIRMED

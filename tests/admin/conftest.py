@@ -11,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from newsletter.auth.session import session_values
 from newsletter.db import utcnow
 from newsletter.editions.assembly import assemble
 from newsletter.editions.models import Edition
@@ -42,8 +43,9 @@ def signed_in_as(client: FlaskClient, app: Flask, email: str, *, staff: bool) ->
         session.add(reader)
         session.flush()
         reader_id = reader.id
+        values = session_values(reader)
     with client.session_transaction() as cookie:
-        cookie["reader_id"] = reader_id
+        cookie.update(values)
     return reader_id
 
 

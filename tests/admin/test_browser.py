@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from newsletter.auth.session import session_values
 from tests.admin.conftest import STAFF
 from tests.tracking.conftest import make_reader
 
@@ -18,10 +19,10 @@ def test_edit_preview_publish_test_send_and_roll_back(live_server, smtp, browser
     with app.extensions["db"].session() as session:
         staff = make_reader(session, STAFF)
         staff.is_staff = True
-        staff_id = staff.id
+        values = session_values(staff)
     page = browser_page
     # Signed in: the session cookie the sign-in link sets (that flow is tested elsewhere).
-    cookie = app.session_interface.get_signing_serializer(app).dumps({"reader_id": staff_id})
+    cookie = app.session_interface.get_signing_serializer(app).dumps(values)
     page.context.add_cookies(
         [{"name": app.config["SESSION_COOKIE_NAME"], "value": cookie, "url": live_server.url}]
     )

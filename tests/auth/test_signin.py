@@ -48,9 +48,13 @@ class TestSignin:
         path = request_signin_link(client, smtp, "ann@example.com")
         token = csrf_token(client, path)
         assert client.post(path, data={"csrf_token": token}).status_code == 303
-        again = client.post(path, data={"csrf_token": csrf_token(client, "/signin")})
+        # Signed in, a used link leads to the account (tests/auth/test_signin_again.py);
+        # anyone else is told it is used up.
+        other = client.application.test_client()
+        again = other.post(path, data={"csrf_token": csrf_token(other, "/signin")})
         assert again.status_code == 400
         assert "already been used" in again.get_data(as_text=True)
+        assert other.get("/api/me").status_code == 401
 
     def test_link_expires_after_30_minutes(self, client, smtp):
         subscribe(client, smtp, "ann@example.com")
