@@ -21,8 +21,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from newsletter.config import TEMPLATES_DIR, Config
 from newsletter.db import Database, close_session, db_session
 from newsletter.errors import UNEXPECTED_ERROR, NewsletterError, RateLimited
+from newsletter.inputs import IdConverter
 from newsletter.lean import LeanRoutes
 from newsletter.mail import sending
+from newsletter.web import refuse_unstorable
 
 csrf = CSRFProtect()
 log = logging.getLogger(__name__)
@@ -100,6 +102,8 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     )
     # No redirects invented by the router: "/r//evil" is a 404, not a 308 somewhere.
     app.url_map.merge_slashes = False
+    # `<int:…>` in every rule: bounded to the database's integer range (a larger id: 404).
+    app.url_map.converters["int"] = IdConverter
 
     # The hot JSON routes, answered before Flask (newsletter/lean.py); each module that
     # has one registers it below, beside its Flask view.
@@ -110,6 +114,9 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     app.extensions["db"] = db
     sending.install(db.sessionmaker)
     app.teardown_appcontext(close_session)
+    # The first request hook: before CSRF (whose token lookup breaks on a nameless
+    # form field) and before the staff area's 404 check.
+    app.before_request(refuse_unstorable)
     csrf.init_app(app)
 
     from newsletter.auth.views import bp as auth_bp

@@ -99,8 +99,14 @@ class Config:
     # Token lifetimes, in seconds.
     CONFIRM_TOKEN_MAX_AGE: int = 3 * 24 * 3600
     SIGNIN_TOKEN_MAX_AGE: int = 30 * 60
-    # One confirmation (or sign-in) email per address per this many seconds.
+    # One confirmation email per address per this many seconds.
     EMAIL_RESEND_INTERVAL: int = 5 * 60
+    # One sign-in link per address per this many seconds, while the last one is unused
+    # (signing in with it lets the next request send a fresh one at once).
+    SIGNIN_RESEND_INTERVAL: int = 60
+    # A staff member's session ends after this many minutes without a request; a
+    # reader's lasts 30 days (PERMANENT_SESSION_LIFETIME, renewed by every request).
+    STAFF_IDLE_MINUTES: int = 60
     # Rate limits: "count/seconds" per IP and per address.
     RATE_LIMIT_PER_IP: str = "20/3600"
     RATE_LIMIT_PER_ADDRESS: str = "5/3600"
@@ -129,6 +135,11 @@ class Config:
     SEND_LEASE_SECONDS: float = 60.0
     # Tracked-link clicks are buffered per process and written this often (clicklog.py).
     CLICK_FLUSH_SECONDS: float = 1.0
+    # Limits of one render of a staff-edited email template (newsletter/mail/render.py).
+    TEMPLATE_CPU_SECONDS: int = 2
+    TEMPLATE_MEMORY_MB: int = 256
+    TEMPLATE_OUTPUT_MB: int = 4
+    TEMPLATE_WALL_SECONDS: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -172,6 +183,7 @@ class Config:
             RATE_LIMIT_PER_IP=env.get("RATE_LIMIT_PER_IP", cls.RATE_LIMIT_PER_IP),
             RATE_LIMIT_PER_ADDRESS=env.get("RATE_LIMIT_PER_ADDRESS", cls.RATE_LIMIT_PER_ADDRESS),
             SMTP_TIMEOUT=_int(env, "SMTP_TIMEOUT", 30, minimum=1),
+            STAFF_IDLE_MINUTES=_int(env, "STAFF_IDLE_MINUTES", 60, minimum=1),
             EDITION_READING_MINUTES=_int(env, "EDITION_READING_MINUTES", 5, minimum=1),
             EDITION_WINDOW_HOURS=_int(env, "EDITION_WINDOW_HOURS", 72, minimum=1),
             OUTBOX_DIR=env.get("OUTBOX_DIR", ""),
@@ -187,6 +199,10 @@ class Config:
             SEND_RETRY_MAX_SECONDS=_float(env, "SEND_RETRY_MAX_SECONDS", 3600.0, 0.0, 86400.0),
             SEND_LEASE_SECONDS=_float(env, "SEND_LEASE_SECONDS", 60.0, 0.1, 86400.0),
             CLICK_FLUSH_SECONDS=_float(env, "CLICK_FLUSH_SECONDS", 1.0, 0.01, 60.0),
+            TEMPLATE_CPU_SECONDS=_int(env, "TEMPLATE_CPU_SECONDS", 2, minimum=1),
+            TEMPLATE_MEMORY_MB=_int(env, "TEMPLATE_MEMORY_MB", 256, minimum=16),
+            TEMPLATE_OUTPUT_MB=_int(env, "TEMPLATE_OUTPUT_MB", 4, minimum=1),
+            TEMPLATE_WALL_SECONDS=_float(env, "TEMPLATE_WALL_SECONDS", 10.0, 1.0, 3600.0),
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():

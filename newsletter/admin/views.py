@@ -7,7 +7,7 @@ needs the CSRF token.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 from flask import (
     Blueprint,
@@ -30,10 +30,13 @@ from newsletter.auth.session import current_reader
 from newsletter.billing.entitlement import Plan
 from newsletter.db import db_session, utcnow
 from newsletter.editions.assembly import NoStories, assemble
+from newsletter.editions.rendering import CannotCompose
 from newsletter.errors import InvalidInput, NotFound
+from newsletter.inputs import parse_day
 from newsletter.mail.render import LAYOUT, TemplateRenderError
 from newsletter.mail.transports import DeliveryError
 from newsletter.readers.models import Reader
+from newsletter.web import id_list_param, id_param
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -163,7 +166,7 @@ def index():  # type: ignore[no-untyped-def]
 
 @bp.get("/audit")
 def audit():  # type: ignore[no-untyped-def]
-    before = request.args.get("before", type=int)
+    before = id_param(request.args, "before")
     entries = services.audit_entries(db_session(), 200, before)
     return render_template("admin/audit.html", entries=entries)
 
@@ -232,7 +235,7 @@ def template_edit(name: str):  # type: ignore[no-untyped-def]
     templates.check_name(name)
     session = db_session()
     _ensure_defaults()
-    number = request.args.get("from", type=int)
+    number = id_param(request.args, "from")
     if number is None:
         history = templates.versions(session, name)
         number = history[0].number
@@ -254,7 +257,7 @@ def template_save(name: str):  # type: ignore[no-untyped-def]
         return _editor(
             name,
             parts,
-            request.form.get("base", type=int),
+            id_param(request.form, "base"),
             errors=exc.result.errors,
             warnings=exc.result.warnings,
         ), 400
@@ -365,8 +368,8 @@ def template_diff(name: str):  # type: ignore[no-untyped-def]
     history = templates.versions(session, name)
     if not history:
         raise NotFound("No versions yet.")
-    b = request.args.get("b", type=int) or history[0].number
-    a = request.args.get("a", type=int) or max(1, b - 1)
+    b = id_param(request.args, "b") or history[0].number
+    a = id_param(request.args, "a") or max(1, b - 1)
     va, vb = templates.get_version(session, name, a), templates.get_version(session, name, b)
     return render_template(
         "admin/template_diff.html",
@@ -400,9 +403,9 @@ def editions():  # type: ignore[no-untyped-def]
 def edition_assemble():  # type: ignore[no-untyped-def]
     session = db_session()
     try:
-        day = date.fromisoformat(request.form.get("date", "").strip())
-    except ValueError:
-        flash("Give the date as YYYY-MM-DD.", "error")
+        day = parse_day(request.form.get("date", ""))
+    except InvalidInput as exc:
+        flash(exc.message, "error")
         return redirect(url_for("admin.editions"), 303)
     try:
         result = assemble(session, day)
@@ -419,7 +422,7 @@ def edition_assemble():  # type: ignore[no-untyped-def]
 
 @bp.get("/editions/progress")
 def editions_progress():  # type: ignore[no-untyped-def]
-    ids = [int(i) for i in request.args.get("ids", "").split(",") if i.strip().isdigit()][:100]
+    ids = id_list_param(request.args, "ids", limit=100)
     found = services.progress(db_session(), ids)
     return jsonify({str(k): v.as_json() for k, v in found.items()})
 
@@ -441,6 +444,7 @@ def edition(edition_id: int):  # type: ignore[no-untyped-def]
         progress=services.progress(session, [edition_id])[edition_id],
         plans=[p.value for p in Plan],
         failures=failures,
+        editable=services.stories_editable(session, found),
     )
 
 
@@ -455,13 +459,21 @@ def edition_variant_preview(edition_id: int, plan: str):  # type: ignore[no-unty
     cfg = current_app.config
     if request.args.get("view") == "text":
         text = services.fill_preview_holes(
-            found, variant.text, cfg["BASE_URL"], cfg["FREE_STORIES_PER_MONTH"], cfg["TRIAL_DAYS"]
+            found,
+            variant.text_body,
+            cfg["BASE_URL"],
+            cfg["FREE_STORIES_PER_MONTH"],
+            cfg["TRIAL_DAYS"],
         )
         return _preview_response(
             render_template("admin/preview_text.html", subject=variant.subject, text=text)
         )
     html = services.fill_preview_holes(
-        found, variant.html, cfg["BASE_URL"], cfg["FREE_STORIES_PER_MONTH"], cfg["TRIAL_DAYS"]
+        found,
+        variant.html_body,
+        cfg["BASE_URL"],
+        cfg["FREE_STORIES_PER_MONTH"],
+        cfg["TRIAL_DAYS"],
     )
     return _preview_response(html)
 
@@ -470,7 +482,7 @@ def edition_variant_preview(edition_id: int, plan: str):  # type: ignore[no-unty
 def edition_stories(edition_id: int):  # type: ignore[no-untyped-def]
     session = db_session()
     found = services.get_edition(session, edition_id)
-    story_id = request.form.get("story_id", type=int) or 0
+    story_id = id_param(request.form, "story_id") or 0
     action = request.form.get("action", "")
     try:
         if action == "up":
@@ -489,7 +501,10 @@ def edition_stories(edition_id: int):  # type: ignore[no-untyped-def]
         session, _staff(), f"edition.story_{action}", f"edition {found.date}", f"story {story_id}"
     )
     session.commit()
-    flash("Done: every variant was rendered again.", "ok")
+    if found.compose_error is not None:
+        flash(f"Done, but the edition still cannot be composed: {found.compose_error}", "error")
+    else:
+        flash("Done: every variant was rendered again.", "ok")
     return redirect(url_for("admin.edition", edition_id=edition_id), 303)
 
 
@@ -509,7 +524,7 @@ def edition_test(edition_id: int):  # type: ignore[no-untyped-def]
         )
     except ValueError:
         flash("Choose a plan.", "error")
-    except (DeliveryError, KeyError) as exc:
+    except (DeliveryError, KeyError, CannotCompose) as exc:
         flash(f"The test was not sent: {exc}", "error")
     else:
         services.audit(

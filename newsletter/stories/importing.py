@@ -29,6 +29,8 @@ from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInput
+from newsletter.inputs import storable
+from newsletter.jsonbody import parse_json_body
 from newsletter.stories.models import SLUG_MAX, Article, Bias, Factuality, Outlet, Story
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "stories.schema.json"
@@ -140,17 +142,9 @@ class _Rejected(Exception):
 
 
 def parse_json(raw: bytes | str) -> object:
-    """The JSON document in `raw`, or `InvalidInput` saying what is wrong with it."""
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise InvalidInput("The JSON is nested too deeply.") from None
-    except UnicodeDecodeError:
-        raise InvalidInput("The file is not UTF-8 text.") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(
-            f"Not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
-        ) from None
+    """The JSON document in `raw`, or `InvalidInput` saying what is wrong with it: the
+    same refusals as every JSON request body (`newsletter.jsonbody`)."""
+    return parse_json_body(raw.encode("utf-8") if isinstance(raw, str) else raw)
 
 
 def parse_datetime(value: str) -> datetime:
@@ -246,11 +240,19 @@ def _explain(error: ValidationError) -> Iterator[tuple[list[str | int], str]]:
         yield path, error.message
 
 
+# Control characters other than tab and line breaks: XML (so MJML and every HTML email)
+# cannot carry them, and no reader could see them.
+_CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _unsafe_text(node: object, path: list[str | int]) -> Iterator[tuple[list[str | int], str]]:
-    """Strings no database column can hold: NUL bytes (PostgreSQL) and lone surrogates."""
+    """Strings no database column can hold (NUL bytes, lone surrogates) or no email can
+    show (control characters)."""
     if isinstance(node, str):
-        if "\x00" in node or any("\ud800" <= ch <= "\udfff" for ch in node):
+        if not storable(node):
             yield path, "contains a NUL or an unpaired surrogate character"
+        elif found := _CONTROL.search(node):
+            yield path, f"contains a control character (U+{ord(found.group()):04X})"
     elif isinstance(node, list):
         for i, item in enumerate(node):
             yield from _unsafe_text(item, [*path, i])

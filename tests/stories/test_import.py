@@ -255,6 +255,15 @@ class TestRejections:
             (lambda s: s.update(title="x" * 301), "stories[0].title", "at most 300 characters"),
             (lambda s: s.update(title="   "), "stories[0].title", "must not be blank"),
             (lambda s: s.update(title="a\x00b"), "stories[0].title", "NUL"),
+            # Control characters no email can carry (MJML refuses them): Word's line break,
+            # an escape, DEL; tabs and line breaks stay allowed.
+            (lambda s: s.update(title="a\x0bb"), "stories[0].title", "U+000B"),
+            (lambda s: s.update(overview="a\x1b[31mb"), "stories[0].overview", "U+001B"),
+            (
+                lambda s: s["articles"][0].update(headline="a\x7f"),
+                "stories[0].articles[0].headline",
+                "U+007F",
+            ),
             (lambda s: s.update(overview="x" * 5001), "stories[0].overview", "at most 5000"),
             (lambda s: s.update(external_id=7), "stories[0].external_id", "must be a string"),
             (lambda s: s.update(summary="?"), "stories[0].summary", "not a known field"),
