@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from newsletter.auth.session import signed_in_reader_id
+from newsletter.auth.session import current_reader, signed_in_reader_id
 from newsletter.db import db_session, get_db, utcnow
 from newsletter.errors import InvalidToken, NotFound
+from newsletter.jsonbody import BadJson, error_answer, parse_json_body, request_json
 from newsletter.lean import LeanRequest
 from newsletter.readers.models import Reader
 from newsletter.stories.coverage import coverage
@@ -135,6 +134,17 @@ def _viewer() -> tuple[Reader | None, int | None]:
     reader_id, edition = _viewer_id()
     if reader_id is None:
         return None, None
+    has_session = current_app.config["SESSION_COOKIE_NAME"] in request.cookies
+    if has_session and reader_id == signed_in_reader_id():
+        # The session's claim holds only while the session does (signed out elsewhere,
+        # a copied cookie, a staff session gone idle): otherwise the reading cookie alone.
+        reader = current_reader()
+        if reader is not None:
+            return reader, edition
+        cookie_reader, edition = reading_cookie()
+        if cookie_reader is None:
+            return None, None
+        reader_id = cookie_reader
     return db_session().get(Reader, reader_id), edition
 
 
@@ -198,7 +208,13 @@ def confirm_read(slug: str):  # type: ignore[no-untyped-def]
 
     Most confirmations are answered before Flask (`_lean_confirmation`, with the same
     `answer_confirmation`); this view gets the rest, such as a signed-in reader's."""
-    payload = request.get_json(silent=True) or {}
+    # Another content type is not a confirmation (as before Flask): no token.
+    max_bytes = current_app.config["MAX_CONTENT_LENGTH"]
+    try:
+        payload = request_json(max_bytes) if request.is_json else None
+    except BadJson as exc:
+        body, status = error_answer(exc)
+        return jsonify(body), status
     token = payload.get("token") if isinstance(payload, dict) else None
     viewer_id, _ = _viewer_id()
     body, status = answer_confirmation(slug, token, request.headers.get("User-Agent"), viewer_id)
@@ -211,9 +227,9 @@ def _lean_confirmation(request: LeanRequest) -> tuple[dict[str, object], int] | 
     if current_app.config["SESSION_COOKIE_NAME"] in request.cookies:
         return None
     try:
-        payload = json.loads(request.body)
-    except ValueError:  # as Flask's get_json(silent=True): no payload
-        payload = None
+        payload = parse_json_body(request.body)  # `max_body` bounded the body
+    except BadJson as exc:
+        return error_answer(exc)
     token = payload.get("token") if isinstance(payload, dict) else None
     viewer_id, _ = reading_viewer(request.cookies.get(READING_COOKIE))
     return answer_confirmation(request.args[0], token, request.header("User-Agent"), viewer_id)
