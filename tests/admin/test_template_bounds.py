@@ -28,6 +28,7 @@ from newsletter.mail.render import (
     template_set,
 )
 from tests.admin.conftest import STAFF, fresh, post, signed_in_as, token
+from tests.admin.test_sandbox import CONTEXT
 from tests.conftest import TEST_SECRET
 from tests.helpers import subscribe
 
@@ -353,14 +354,7 @@ def test_a_runaway_preview_does_not_hold_up_another_preview(live_server):
 
 # --- properties --------------------------------------------------------------------------
 
-CONFIRM = {
-    "confirm_url": "http://localhost/confirm/abc",
-    "valid_hours": 72,
-    "base_url": "http://localhost",
-    "postal_address": "1 Test Street",
-    "product_name": "Both Sides Daily",
-    "unsubscribe_url": None,
-}
+CONFIRM = CONTEXT  # the confirmation email's context
 PIECES = [
     "..",
     "/",
