@@ -296,8 +296,11 @@ REFUSED = """UPDATE deliveries SET state = 'suppressed', last_reply = :reply,
 claimed_by = NULL, lease_until = NULL WHERE id = :id AND state = 'sending'"""
 UNDO = """UPDATE deliveries SET state = :state, attempts = :attempts, claimed_by = NULL,
 lease_until = NULL WHERE id = :id AND state = 'sending'"""
-BOUNCE = """UPDATE readers SET status = 'bounced', suppressed_at = :at,
-suppressed_reason = :reply WHERE id = :reader_id"""
+# `readers.suppression.record_bounce` as one statement: the first reason recorded stays.
+BOUNCE = """UPDATE readers SET status = 'bounced', suppression = COALESCE(suppression, 'bounced'),
+suppressed_at = CASE WHEN suppression IS NULL THEN :at ELSE suppressed_at END,
+suppressed_reason = CASE WHEN suppression IS NULL THEN :reply ELSE suppressed_reason END
+WHERE id = :reader_id"""
 LEFT = """UPDATE deliveries SET state = 'suppressed', last_reply = :reply, claimed_by = NULL,
 lease_until = NULL WHERE id = :id AND claimed_by = :me AND state IN ('queued', 'sending')"""
 UNBUILDABLE = """UPDATE deliveries SET state = 'failed', last_reply = :reply, claimed_by = NULL,

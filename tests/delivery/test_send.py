@@ -11,7 +11,7 @@ from newsletter.delivery.ledger import edition_for, enqueue_now
 from newsletter.delivery.models import DeliveryState
 from newsletter.delivery.sender import send_queued
 from newsletter.editions.models import EditionStatus
-from newsletter.readers.models import ReaderStatus
+from newsletter.readers.models import ReaderStatus, Suppression
 from tests.delivery.conftest import (
     add_readers,
     add_stories,
@@ -143,6 +143,7 @@ class TestRefusals:
         assert bounced.status == ReaderStatus.BOUNCED
         assert bounced.suppressed_at is not None
         assert "550 5.1.1" in bounced.suppressed_reason
+        assert bounced.suppression == Suppression.BOUNCED  # what staff lift, whatever set it
 
         # They get no more mail: tomorrow's edition goes to the others only.
         add_stories(app, utcnow(), prefix="next")
