@@ -1,6 +1,6 @@
 """What the benchmarks share: a scratch database, the app, a 10-story edition.
 
-Benchmarks are scripts (see ../shared/BENCHMARKS.md and bench/README.md), not tests: each
+Benchmarks are scripts (see bench/README.md), not tests: each
 prints one summary line per figure and runs its own baseline in the same run.
 """
 

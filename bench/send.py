@@ -17,7 +17,7 @@ and throws away mail far faster than any Python server, so the figure is ours.
    it `sent`. Its peak memory is the child's ru_maxrss.
 4. Checks: every ledger row is `sent`, the sink counted every message.
 
-Targets (BENCHMARKS.md): ratio >= 0.6 on PostgreSQL; peak <= 300 MB at 100,000 readers.
+Targets: ratio >= 0.6 on PostgreSQL; peak <= 300 MB at 100,000 readers.
 Prints one line per figure, the ratio last.
 """
 

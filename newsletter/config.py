@@ -1,7 +1,8 @@
 """Configuration read from the environment (and a `.env` file in development).
 
-Every name here is part of the public contract in INTERFACE.md. Development gets safe
-defaults; production refuses to start without a real secret rather than run insecurely.
+Every name here is public: operators set them, and the README's configuration table
+lists them. Development gets safe defaults; production refuses to start without a real
+secret rather than run insecurely.
 """
 
 from __future__ import annotations

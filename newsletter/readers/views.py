@@ -165,7 +165,7 @@ def account_resubscribe():  # type: ignore[no-untyped-def]
 
 
 def me_payload(reader) -> dict:  # type: ignore[no-untyped-def]
-    """`/api/me`, as INTERFACE.md names it."""
+    """`/api/me`: the signed-in reader as JSON, with the fields the README lists."""
     trial_end = trial_ends_at(reader)
     return {
         "email": reader.email,
