@@ -89,8 +89,6 @@ from newsletter.mail.sending import open_transport, send_bytes
 from newsletter.mail.transports import DeliveryError, PermanentDeliveryError, Transport
 from newsletter.readers.models import ReaderStatus
 
-__all__ = ["SendAborted", "SendProgress", "SendReport", "SendSettings", "send_queued"]
-
 log = logging.getLogger(__name__)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -149,7 +149,7 @@ class LedgerStore:
         self._claim_sql = CLAIM.format(lock=" FOR UPDATE SKIP LOCKED" if self.postgres else "")
         self._pending: list[Write] = []
         self.raw = db.engine.raw_connection()
-        self.driver: Any = self.raw.driver_connection
+        self.driver: Any = cast(Any, self.raw.driver_connection)
         dialect = db.engine.dialect
         processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
         self._dt = processor or (lambda v: v)  # datetimes stored as SQLAlchemy does
@@ -285,7 +285,7 @@ class LedgerStore:
             for i, (part, part_params) in enumerate(stmts[:-1]):
                 # Each earlier statement becomes a data-modifying CTE, its parameters
                 # renamed w<i>_name so they cannot collide.
-                renamed = _PARAM.sub(lambda m, i=i: f":w{i}_{m.group(1)}", part)
+                renamed = _PARAM.sub(rf":w{i}_\1", part)
                 ctes.append(f"w{i} AS ({renamed})")
                 params.update({f"w{i}_{k}": v for k, v in part_params.items()})
             if ctes:
