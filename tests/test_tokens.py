@@ -14,11 +14,15 @@ from newsletter.errors import InvalidToken
 from newsletter.tokens import (
     LinkClaims,
     LinkSigner,
+    MessageIds,
     Purpose,
+    UnsubscribeSigner,
     make_compact,
     make_token,
     read_compact,
     read_token,
+    stable_message_id,
+    unsubscribe_token,
 )
 
 SECRET = "token-property-secret-0123456789abcdef"
@@ -100,3 +104,23 @@ def test_link_signer_round_trips(reader: int, edition: int, story: int) -> None:
     assert signer.verify(token) == LinkClaims(reader, edition, story)
     with pytest.raises(InvalidToken):
         LinkSigner(SECRET + "x").verify(token)
+
+
+@PROPERTY
+@given(ids)
+def test_unsubscribe_signer_makes_the_serializers_token(reader: int) -> None:
+    signer = UnsubscribeSigner(SECRET)
+    assert signer.fast
+    token = signer.sign(reader)
+    assert token == unsubscribe_token(reader, secret=SECRET)
+    assert read_token(Purpose.UNSUBSCRIBE, token, max_age=None) == {"r": reader}
+
+
+@PROPERTY
+@given(ids, ids)
+def test_message_ids_are_stable_and_the_same_both_ways(edition: int, reader: int) -> None:
+    mail_from = "Both Sides Daily <daily@bothsides.test>"
+    made = MessageIds(SECRET, mail_from, "e", edition, "r").make(reader)
+    assert made == stable_message_id(SECRET, mail_from, "e", edition, "r", reader)
+    assert made.startswith(f"<e.{edition}.r.{reader}.") and made.endswith("@bothsides.test>")
+    assert made != MessageIds(SECRET + "x", mail_from, "e", edition, "r").make(reader)

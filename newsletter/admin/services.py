@@ -20,21 +20,15 @@ from newsletter.editions.models import Edition, EditionStatus, EditionStory
 from newsletter.editions.personalize import EditionMessages, RecipientRow, recipient_values
 from newsletter.editions.rendering import link_hole, render_variants
 from newsletter.errors import InvalidInput, NotFound
-from newsletter.mail.message import (
-    Body,
-    compose,
-    envelope_sender,
-    fill_body,
-    new_message_id,
-    now_header,
-)
+from newsletter.mail.message import Body, compose, fill_body, now_header
 from newsletter.mail.render import RenderedEmail
-from newsletter.mail.sending import open_transport
+from newsletter.mail.sending import send_bytes
 from newsletter.readers import suppression
 from newsletter.readers.models import Reader, ReaderStatus
 from newsletter.readers.services import send_confirmation
 from newsletter.stories.coverage import coverage, reading_words
 from newsletter.stories.models import Article, Story
+from newsletter.tokens import new_message_id
 from newsletter.tracking.models import Click
 
 # --- audit -------------------------------------------------------------------------------
@@ -358,7 +352,7 @@ def send_rendered_test(app: Flask, to: str, rendered: RenderedEmail, *, list_mai
     values = {"to": to, "date": now_header(), "message_id": new_message_id(cfg["MAIL_FROM"])}
     if list_mail:
         values["unsubscribe_url"] = cfg["BASE_URL"] + "/account"
-    _send(app, to, template.render(values))
+    send_bytes(app, to, template.render(values))
 
 
 def send_edition_test(
@@ -372,15 +366,7 @@ def send_edition_test(
     row = RecipientRow(staff.id, staff.email, plan, staff.timezone)
     recipient = recipient_values(session, [row], utcnow())[staff.id]
     _, data = messages.render(recipient, now_header())
-    _send(app, staff.email, data)
-
-
-def _send(app: Flask, to: str, data: bytes) -> None:
-    transport = open_transport(app)
-    try:
-        transport.send_bytes(envelope_sender(app.config["MAIL_FROM"]), to, data)
-    finally:
-        transport.close()
+    send_bytes(app, staff.email, data)
 
 
 def fill_preview_holes(edition: Edition, body: Body, base_url: str, free: int, trial: int) -> str:

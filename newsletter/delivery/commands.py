@@ -12,7 +12,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from newsletter.db import get_db, utcnow
-from newsletter.delivery.sender import SendAborted, SendProgress, SendReport
+from newsletter.delivery.progress import SendProgress, SendReport
+from newsletter.delivery.sender import SendAborted
 from newsletter.delivery.services import (
     EditionNotComposed,
     EditionPaused,

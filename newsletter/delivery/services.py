@@ -27,8 +27,9 @@ from newsletter.delivery.ledger import (
     enqueue_now,
     pending,
 )
+from newsletter.delivery.progress import SendProgress, SendReport
 from newsletter.delivery.schedule import dates_starting_soon
-from newsletter.delivery.sender import SendProgress, SendReport, send_queued
+from newsletter.delivery.sender import send_queued
 from newsletter.editions.assembly import NoStories, assemble
 from newsletter.editions.models import Edition, EditionStatus
 from newsletter.errors import NewsletterError

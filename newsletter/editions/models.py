@@ -37,7 +37,7 @@ class Edition(Base):
     send_started_at: Mapped[datetime | None]
     send_finished_at: Mapped[datetime | None]
     # Set by staff to hold a send in progress: senders claim no more of its rows until it
-    # is cleared (rows already claimed finish). See `newsletter.delivery.sender`.
+    # is cleared (rows already claimed finish). See `newsletter.delivery.store`.
     paused: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Why its messages cannot be built (which story, which template), when they cannot;
     # senders skip it and its readers stay queued until a rendering that works clears it.

@@ -10,23 +10,19 @@ database once per batch by `recipient_values`.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
 from flask import Flask
-from itsdangerous import URLSafeSerializer
-from itsdangerous.encoding import base64_encode
 from sqlalchemy.orm import Session
 
 from newsletter.billing.entitlement import Plan, entitlements_of, trial_days_left
 from newsletter.editions.models import Edition
 from newsletter.editions.rendering import CannotCompose, link_hole
-from newsletter.mail.message import MessageIds, MessageTemplate, compose
-from newsletter.readers.services import unsubscribe_url_for
-from newsletter.tokens import LinkSigner, Purpose
+from newsletter.mail.message import MessageTemplate, compose
+from newsletter.tokens import LinkSigner, MessageIds, UnsubscribeSigner
 from newsletter.tracking.meter import free_left_for
 
 
@@ -84,45 +80,6 @@ def recipient_values(
     }
 
 
-class UnsubscribeUrls:
-    """`unsubscribe_url_for(reader_id, ...)`, byte for byte, at a fraction of the cost.
-
-    The token is what `make_token(Purpose.UNSUBSCRIBE, {"r": reader_id}, expires=False)`
-    makes (and `read_token(Purpose.UNSUBSCRIBE, token, max_age=None)` accepts): itsdangerous'
-    `URLSafeSerializer` output, base64url(compact JSON) "." base64url(HMAC). Done through
-    the serializer, each call re-derives the HMAC key, dumps JSON and tries zlib on it
-    (never smaller for a payload this short); here the key is derived once, from the same
-    itsdangerous signer, and each call copies a pre-keyed HMAC.
-
-    The shortcut checks itself against the real thing when made; should a future
-    itsdangerous change its format, it steps aside and the slow path is used.
-    """
-
-    def __init__(self, base_url: str, secret: str) -> None:
-        self.base_url = base_url
-        self.secret = secret
-        self.prefix = f"{base_url}/unsubscribe/"
-        signer = URLSafeSerializer(secret, salt=Purpose.UNSUBSCRIBE.value).make_signer()
-        self._sep = signer.sep
-        self._mac = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
-        self.fast = all(
-            self._fast(n) == unsubscribe_url_for(n, base_url=base_url, secret=secret)
-            for n in (1, 12345, 2**31 + 7)
-        )
-
-    def _fast(self, reader_id: int) -> str:
-        payload = base64_encode(b'{"r":%d}' % reader_id)  # compact JSON, as itsdangerous
-        mac = self._mac.copy()
-        mac.update(payload)
-        token = payload + self._sep + base64_encode(mac.digest())
-        return self.prefix + token.decode("ascii")
-
-    def __call__(self, reader_id: int) -> str:
-        if self.fast:
-            return self._fast(reader_id)
-        return unsubscribe_url_for(reader_id, base_url=self.base_url, secret=self.secret)
-
-
 class EditionMessages:
     """Builds each reader's message bytes for one edition. Make one per send (in an app
     context); it holds the composed templates for every variant.
@@ -141,7 +98,8 @@ class EditionMessages:
         self.link_base = self.base_url + "/r/"
         self.story_ids = [es.story_id for es in edition.stories]
         self.signer = LinkSigner(self.secret)
-        self.unsubscribe_url = UnsubscribeUrls(self.base_url, self.secret)
+        self.unsubscribe_base = f"{self.base_url}/unsubscribe/"  # as `unsubscribe_url_for`
+        self.unsubscribe = UnsubscribeSigner(self.secret)
         # Stable per edition and reader: a message resent after a crash is the same message.
         self.message_ids = MessageIds(self.secret, self.mail_from, "e", self.edition_id, "r")
         # (hole name, story id) for each story link, named once rather than per reader.
@@ -170,6 +128,9 @@ class EditionMessages:
                     f"the {plan.value} variant has holes no reader value fills "
                     f"({', '.join(sorted(unknown))}): render it again"
                 )
+
+    def unsubscribe_url(self, reader_id: int) -> str:
+        return self.unsubscribe_base + self.unsubscribe.sign(reader_id)
 
     def message_id(self, reader_id: int) -> str:
         return self.message_ids.make(reader_id)

@@ -22,13 +22,12 @@ the header block.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.header import Header
-from email.utils import format_datetime, formataddr, make_msgid, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr
+from functools import lru_cache
 from typing import Any
 
 from newsletter.db import utcnow
@@ -295,35 +294,9 @@ def sender_domain(mail_from: str) -> str:
     return addr.rpartition("@")[2] or "localhost"
 
 
+@lru_cache(maxsize=8)
 def envelope_sender(mail_from: str) -> str:
     return parseaddr(mail_from)[1]
-
-
-def new_message_id(mail_from: str) -> str:
-    return make_msgid(domain=sender_domain(mail_from))
-
-
-class MessageIds:
-    """Stable Message-IDs for many messages sharing leading parts (e.g. an edition): the
-    same as `stable_message_id(secret, mail_from, *prefix, *rest)`, with the HMAC key
-    and the sender's domain worked out once rather than per message."""
-
-    def __init__(self, secret: str, mail_from: str, *prefix: object) -> None:
-        self._mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
-        self._prefix = tuple(str(p) for p in prefix)
-        self._domain = sender_domain(mail_from)
-
-    def make(self, *rest: object) -> str:
-        key = ".".join((*self._prefix, *(str(p) for p in rest)))
-        mac = self._mac.copy()
-        mac.update(key.encode())
-        return f"<{key}.{mac.hexdigest()[:16]}@{self._domain}>"
-
-
-def stable_message_id(secret: str, mail_from: str, *parts: object) -> str:
-    """The same Message-ID every time for the same parts (e.g. edition and reader), so a
-    message resent after a crash can be recognised as the twin it is."""
-    return MessageIds(secret, mail_from).make(*parts)
 
 
 def now_header() -> str:

@@ -1,4 +1,6 @@
-"""Sending an email from a template, after the transaction that caused it commits.
+"""Sending mail: `send_bytes` is the one way a composed message leaves (the send loop,
+transactional email, staff test sends); `send_email` sends one from a template after the
+transaction that caused it commits.
 
 Services call `send_email(session, ...)`; nothing leaves the building unless the boundary
 commits, so a rolled-back signup never mails anyone.
@@ -14,9 +16,10 @@ from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from newsletter.mail.message import compose, envelope_sender, new_message_id, now_header
+from newsletter.mail.message import compose, envelope_sender, now_header
 from newsletter.mail.render import render_email
 from newsletter.mail.transports import DeliveryError, Transport, transport_from_url
+from newsletter.tokens import new_message_id
 
 log = logging.getLogger(__name__)
 _PENDING = "newsletter.pending_mail"
@@ -27,6 +30,21 @@ def open_transport(app: Flask | None = None) -> Transport:
     return transport_from_url(
         cfg["MAIL_URL"], outbox_dir=cfg["OUTBOX_PATH"], timeout=cfg["SMTP_TIMEOUT"]
     )
+
+
+def send_bytes(app: Flask, to: str, data: bytes, *, transport: Transport | None = None) -> None:
+    """Send one composed message to `to`, from MAIL_FROM's address: over `transport` when
+    given (a connection the caller reuses), else over one opened for this message.
+    Raises `DeliveryError` when the server refuses."""
+    envelope_from = envelope_sender(app.config["MAIL_FROM"])
+    if transport is not None:
+        transport.send_bytes(envelope_from, to, data)
+        return
+    transport = open_transport(app)
+    try:
+        transport.send_bytes(envelope_from, to, data)
+    finally:
+        transport.close()
 
 
 def common_context(app: Flask) -> dict[str, Any]:
@@ -61,11 +79,7 @@ def deliver_now(
     values = {"to": to, "date": now_header(), "message_id": new_message_id(cfg["MAIL_FROM"])}
     if unsubscribe_url:
         values["unsubscribe_url"] = unsubscribe_url
-    transport = open_transport(app)
-    try:
-        transport.send_bytes(envelope_sender(cfg["MAIL_FROM"]), to, template.render(values))
-    finally:
-        transport.close()
+    send_bytes(app, to, template.render(values))
 
 
 def send_email(

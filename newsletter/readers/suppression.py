@@ -55,6 +55,11 @@ def email_reader(session: Session, reader: Reader, name: str, context: dict[str,
     return True
 
 
+def suppression_detail(detail: str) -> str | None:
+    """What is kept of a suppression's reason: one line, bounded."""
+    return " ".join(detail.split())[:MAX_DETAIL_LENGTH] or None
+
+
 def _suppress(
     session: Session, reader: Reader, reason: Suppression, detail: str, now: datetime | None
 ) -> bool:
@@ -62,7 +67,7 @@ def _suppress(
         return False
     reader.suppression = reason
     reader.suppressed_at = now or utcnow()
-    reader.suppressed_reason = " ".join(detail.split())[:MAX_DETAIL_LENGTH] or None
+    reader.suppressed_reason = suppression_detail(detail)
     session.flush()
     return True
 

@@ -11,7 +11,7 @@ import pytest
 
 from newsletter.mail.message import Hole, compose, fill_body, now_header, qp_encode
 from newsletter.mail.render import render_email
-from newsletter.mail.sending import deliver_now
+from newsletter.mail.sending import deliver_now, open_transport, send_bytes
 from newsletter.mail.transports import (
     OutboxTransport,
     PermanentDeliveryError,
@@ -117,6 +117,36 @@ class TestEveryEmailThroughARealServer:
         parsed = BytesParser(policy=policy.default).parsebytes(data)
         assert parsed.get_body(("html",)).get_content().rstrip() == html
         assert parsed.get_body(("plain",)).get_content().rstrip() == "é" * 3000
+
+
+class TestSendBytes:
+    """The one way a composed message leaves: from MAIL_FROM's address, over a connection
+    of its own or one the caller reuses."""
+
+    def test_on_its_own_connection(self, app, smtp):
+        send_bytes(app, "reader@example.com", b"Subject: x\r\n\r\nhi\r\n")
+        [received] = smtp.received
+        assert (received.mail_from, received.rcpt_tos) == (
+            "daily@bothsides.test",
+            ["reader@example.com"],
+        )
+
+    def test_over_a_reused_connection(self, app, smtp):
+        transport = open_transport(app)
+        try:
+            for n in range(3):
+                send_bytes(
+                    app, f"r{n}@example.com", b"Subject: x\r\n\r\nhi\r\n", transport=transport
+                )
+        finally:
+            transport.close()
+        assert [r.rcpt_tos for r in smtp.received] == [[f"r{n}@example.com"] for n in range(3)]
+        assert {r.mail_from for r in smtp.received} == {"daily@bothsides.test"}
+
+    def test_a_refusal_is_raised(self, app, smtp):
+        smtp.handler.rcpt_refusals["gone@example.com"] = "550 5.1.1 No such user"
+        with pytest.raises(PermanentDeliveryError):
+            send_bytes(app, "gone@example.com", b"Subject: x\r\n\r\nhi\r\n")
 
 
 class TestSmtpErrors:
