@@ -12,7 +12,7 @@ from typing import Any
 from dotenv import load_dotenv
 from flask import Flask, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
@@ -21,12 +21,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from newsletter.config import TEMPLATES_DIR, Config
 from newsletter.db import Database, close_session, db_session
 from newsletter.errors import UNEXPECTED_ERROR, NewsletterError, RateLimited
+from newsletter.extensions import csrf
 from newsletter.inputs import IdConverter
 from newsletter.lean import LeanRoutes
 from newsletter.mail import sending
 from newsletter.web import refuse_unstorable
 
-csrf = CSRFProtect()
 log = logging.getLogger(__name__)
 
 CONTENT_SECURITY_POLICY = (

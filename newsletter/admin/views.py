@@ -32,6 +32,7 @@ from newsletter.db import db_session, utcnow
 from newsletter.editions.assembly import NoStories, assemble
 from newsletter.editions.rendering import CannotCompose
 from newsletter.errors import InvalidInput, NotFound
+from newsletter.extensions import csrf
 from newsletter.inputs import parse_day
 from newsletter.mail.render import LAYOUT, TemplateRenderError
 from newsletter.mail.transports import DeliveryError
@@ -50,8 +51,6 @@ PREVIEW_CSP = (
 
 
 def init_app(app: Flask) -> None:
-    from newsletter.app import csrf
-
     app.register_blueprint(bp)
     # CSRF is checked in `staff_only`, after the staff check, so that a POST from anyone
     # else is a 404 like everything else here rather than a CSRF error.
@@ -80,8 +79,6 @@ def staff_only():  # type: ignore[no-untyped-def]
     if reader is None or not reader.is_staff:
         abort(404)
     if request.method not in ("GET", "HEAD", "OPTIONS"):
-        from newsletter.app import csrf
-
         csrf.protect()
 
 
