@@ -24,8 +24,7 @@ from flask import (
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from newsletter.admin import charts, dashboard, services, templates
-from newsletter.admin.models import TemplateFailure
+from newsletter.admin import charts, dashboard, services
 from newsletter.auth.session import current_reader
 from newsletter.billing.entitlement import Plan
 from newsletter.db import db_session, utcnow
@@ -35,6 +34,8 @@ from newsletter.errors import InvalidInput, NotFound
 from newsletter.extensions import csrf
 from newsletter.inputs import parse_day
 from newsletter.mail.render import LAYOUT, TemplateRenderError
+from newsletter.mail.templates import checks, diffs, previews, store, versions
+from newsletter.mail.templates.models import TemplateFailure
 from newsletter.mail.transports import DeliveryError
 from newsletter.readers.models import Reader
 from newsletter.web import id_list_param, id_param
@@ -55,7 +56,6 @@ def init_app(app: Flask) -> None:
     # CSRF is checked in `staff_only`, after the staff check, so that a POST from anyone
     # else is a 404 like everything else here rather than a CSRF error.
     csrf.exempt(bp)
-    templates.install(app)
     app.context_processor(_staff_nav)
 
 
@@ -157,7 +157,7 @@ def index():  # type: ignore[no-untyped-def]
         clicks_chart=clicks_chart,
         funnel=funnel,
         funnel_chart=funnel_chart,
-        failures=templates.failures(session, limit=5),
+        failures=store.failures(session, limit=5),
     )
 
 
@@ -182,7 +182,7 @@ def _form_parts(name: str) -> dict[str, str]:
 def _ensure_defaults() -> None:
     session = db_session()
     try:
-        templates.ensure_defaults(session)
+        versions.ensure_defaults(session)
         session.commit()
     except IntegrityError:  # another request stored the same defaults at the same moment
         session.rollback()
@@ -193,63 +193,63 @@ def template_list():  # type: ignore[no-untyped-def]
     session = db_session()
     _ensure_defaults()
     rows = []
-    for name in templates.editable_names():
-        history = templates.versions(session, name)
+    for name in store.editable_names():
+        history = versions.versions(session, name)
         rows.append(
             {
                 "name": name,
-                "label": templates.label(name),
+                "label": store.label(name),
                 "versions": len(history),
-                "published": templates.published_number(session, name),
+                "published": store.published_number(session, name),
                 "latest": history[0] if history else None,
             }
         )
     return render_template(
-        "admin/templates.html", rows=rows, failures=templates.failures(session, limit=10)
+        "admin/templates.html", rows=rows, failures=store.failures(session, limit=10)
     )
 
 
 def _editor(name: str, parts: dict[str, str], base_number: int | None, **extra):  # type: ignore[no-untyped-def]
     session = db_session()
-    history = templates.versions(session, name)
+    history = versions.versions(session, name)
     return render_template(
         "admin/template_edit.html",
         name=name,
-        label=templates.label(name),
+        label=store.label(name),
         is_layout=name == LAYOUT,
         parts=parts,
         base_number=base_number,
         history=history,
-        published=templates.published_number(session, name),
-        variants=templates.variant_names(name),
-        failures=templates.failures(session, name, limit=10),
+        published=store.published_number(session, name),
+        variants=previews.variant_names(name),
+        failures=store.failures(session, name, limit=10),
         **extra,
     )
 
 
 @bp.get("/templates/<name>")
 def template_edit(name: str):  # type: ignore[no-untyped-def]
-    templates.check_name(name)
+    store.check_name(name)
     session = db_session()
     _ensure_defaults()
     number = id_param(request.args, "from")
     if number is None:
-        history = templates.versions(session, name)
+        history = versions.versions(session, name)
         number = history[0].number
-    version = templates.get_version(session, name, number)
+    version = versions.get_version(session, name, number)
     return _editor(name, version.parts(), version.number)
 
 
 @bp.post("/templates/<name>")
 def template_save(name: str):  # type: ignore[no-untyped-def]
-    templates.check_name(name)
+    store.check_name(name)
     session = db_session()
     parts = _form_parts(name)
     try:
-        version, result = templates.save_version(
+        version, result = versions.save_version(
             session, name, parts, _staff(), request.form.get("note", "")
         )
-    except templates.TemplateInvalid as exc:
+    except checks.TemplateInvalid as exc:
         session.rollback()
         return _editor(
             name,
@@ -269,14 +269,14 @@ def template_save(name: str):  # type: ignore[no-untyped-def]
 @bp.post("/templates/<name>/preview")
 def template_preview(name: str):  # type: ignore[no-untyped-def]
     """The unsaved editor content, rendered with sample data (into the preview frames)."""
-    templates.check_name(name)
+    store.check_name(name)
     return _render_preview(name, _form_parts(name))
 
 
 @bp.get("/templates/<name>/versions/<int:number>/preview")
 def version_preview(name: str, number: int):  # type: ignore[no-untyped-def]
-    templates.check_name(name)
-    version = templates.get_version(db_session(), name, number)
+    store.check_name(name)
+    version = versions.get_version(db_session(), name, number)
     return _render_preview(name, version.parts())
 
 
@@ -284,7 +284,7 @@ def _render_preview(name: str, parts: dict[str, str]):  # type: ignore[no-untype
     session = db_session()
     view = request.values.get("view", "html")
     try:
-        rendered = templates.preview(session, name, parts, request.values.get("variant"))
+        rendered = previews.preview(session, name, parts, request.values.get("variant"))
     except TemplateRenderError as exc:
         return _preview_response(_error_document("This version cannot be shown", [exc.message]))
     if view == "text":
@@ -297,20 +297,20 @@ def _render_preview(name: str, parts: dict[str, str]):  # type: ignore[no-untype
 @bp.post("/templates/<name>/check")
 def template_check(name: str):  # type: ignore[no-untyped-def]
     """Errors and warnings for the unsaved editor content, as JSON (the editor's script)."""
-    templates.check_name(name)
-    result = templates.check(db_session(), name, _form_parts(name))
+    store.check_name(name)
+    result = checks.check(db_session(), name, _form_parts(name))
     return jsonify(errors=result.errors, warnings=result.warnings, html_bytes=result.html_bytes)
 
 
 @bp.post("/templates/<name>/versions/<int:number>/publish")
 def template_publish(name: str, number: int):  # type: ignore[no-untyped-def]
-    templates.check_name(name)
+    store.check_name(name)
     session = db_session()
-    version = templates.get_version(session, name, number)
-    previous = templates.published_number(session, name)
+    version = versions.get_version(session, name, number)
+    previous = store.published_number(session, name)
     try:
-        templates.publish(session, version, _staff())
-    except templates.TemplateInvalid as exc:
+        versions.publish(session, version, _staff())
+    except checks.TemplateInvalid as exc:
         session.rollback()
         flash(exc.message, "error")
         return redirect(url_for("admin.template_edit", name=name, **{"from": number}), 303)
@@ -337,12 +337,12 @@ def template_publish(name: str, number: int):  # type: ignore[no-untyped-def]
 
 @bp.post("/templates/<name>/versions/<int:number>/test")
 def template_test(name: str, number: int):  # type: ignore[no-untyped-def]
-    templates.check_name(name)
+    store.check_name(name)
     session = db_session()
-    version = templates.get_version(session, name, number)
+    version = versions.get_version(session, name, number)
     staff = _staff()
     try:
-        rendered = templates.preview(session, name, version.parts(), request.form.get("variant"))
+        rendered = previews.preview(session, name, version.parts(), request.form.get("variant"))
         services.send_rendered_test(
             current_app._get_current_object(),  # type: ignore[attr-defined]
             staff.email,
@@ -360,22 +360,22 @@ def template_test(name: str, number: int):  # type: ignore[no-untyped-def]
 
 @bp.get("/templates/<name>/diff")
 def template_diff(name: str):  # type: ignore[no-untyped-def]
-    templates.check_name(name)
+    store.check_name(name)
     session = db_session()
-    history = templates.versions(session, name)
+    history = versions.versions(session, name)
     if not history:
         raise NotFound("No versions yet.")
     b = id_param(request.args, "b") or history[0].number
     a = id_param(request.args, "a") or max(1, b - 1)
-    va, vb = templates.get_version(session, name, a), templates.get_version(session, name, b)
+    va, vb = versions.get_version(session, name, a), versions.get_version(session, name, b)
     return render_template(
         "admin/template_diff.html",
         name=name,
-        label=templates.label(name),
+        label=store.label(name),
         a=va,
         b=vb,
         history=history,
-        parts=templates.diff(va, vb),
+        parts=diffs.diff(va, vb),
     )
 
 
