@@ -201,6 +201,12 @@ def failures(session: Session, name: str | None = None, limit: int = 20) -> list
     return list(session.scalars(query.limit(limit)))
 
 
+def edition_failures(session: Session, edition_id: int) -> list[TemplateFailure]:
+    """The template failures recorded while rendering an edition, newest first."""
+    query = select(TemplateFailure).where(TemplateFailure.edition_id == edition_id)
+    return list(session.scalars(query.order_by(TemplateFailure.id.desc())))
+
+
 class TemplateStore:
     """`render_email`'s source of published templates (`app.extensions["email_templates"]`):
     renders in a transaction of its own, for mail sent outside any other (after a
