@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
 
@@ -22,6 +24,12 @@ def _form_parts(name: str) -> dict[str, str]:
         "mjml": request.form.get("mjml", "").replace("\r\n", "\n"),
         "text": request.form.get("text", "").replace("\r\n", "\n"),
     }
+
+
+def _editor_url(name: str, number: int) -> str:
+    # `from` is a Python keyword: it cannot be a keyword argument as written.
+    values: dict[str, Any] = {"name": name, "from": number}
+    return url_for("admin.template_edit", **values)
 
 
 def _ensure_defaults() -> None:
@@ -110,7 +118,7 @@ def template_save(name: str):  # type: ignore[no-untyped-def]
     flash(f"Saved as version {version.number}. It is not sent until you publish it.", "ok")
     for warning in result.warnings:
         flash(f"Warning: {warning}", "error")
-    return redirect(url_for("admin.template_edit", name=name, **{"from": version.number}), 303)
+    return redirect(_editor_url(name, version.number), 303)
 
 
 @bp.post("/templates/<name>/preview")
@@ -160,7 +168,7 @@ def template_publish(name: str, number: int):  # type: ignore[no-untyped-def]
     except checks.TemplateInvalid as exc:
         session.rollback()
         flash(exc.message, "error")
-        return redirect(url_for("admin.template_edit", name=name, **{"from": number}), 303)
+        return redirect(_editor_url(name, number), 303)
     rerendered = []
     if name in ("edition", LAYOUT):
         rerendered = editing.rerender_unsent(session)
@@ -179,7 +187,7 @@ def template_publish(name: str, number: int):  # type: ignore[no-untyped-def]
         note = f" The edition of {dates}, not sent yet, was rendered again with it."
     word = "Rolled back to" if action == "template.rollback" else "Published"
     flash(f"{word} version {number}: it is used from the next email on.{note}", "ok")
-    return redirect(url_for("admin.template_edit", name=name, **{"from": number}), 303)
+    return redirect(_editor_url(name, number), 303)
 
 
 @bp.post("/templates/<name>/versions/<int:number>/test")
@@ -202,7 +210,7 @@ def template_test(name: str, number: int):  # type: ignore[no-untyped-def]
         services.audit(session, staff, "template.test_send", f"{name} v{number}", staff.email)
         session.commit()
         flash(f"Test of version {number} sent to {staff.email}.", "ok")
-    return redirect(url_for("admin.template_edit", name=name, **{"from": number}), 303)
+    return redirect(_editor_url(name, number), 303)
 
 
 @bp.get("/templates/<name>/diff")
