@@ -16,6 +16,7 @@ from newsletter.stories.models import Article, Story
 
 
 def get_edition(session: Session, edition_id: int) -> Edition:
+    """The edition with its stories (their articles and outlets) and variants loaded."""
     edition = session.scalar(
         select(Edition)
         .where(Edition.id == edition_id)
