@@ -12,7 +12,7 @@ from typing import Any
 from dotenv import load_dotenv
 from flask import Flask, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
@@ -21,12 +21,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from newsletter.config import TEMPLATES_DIR, Config
 from newsletter.db import Database, close_session, db_session
 from newsletter.errors import UNEXPECTED_ERROR, NewsletterError, RateLimited
+from newsletter.extensions import csrf
 from newsletter.inputs import IdConverter
 from newsletter.lean import LeanRoutes
 from newsletter.mail import sending
+from newsletter.mail.templates import samples, store
 from newsletter.web import refuse_unstorable
 
-csrf = CSRFProtect()
 log = logging.getLogger(__name__)
 
 CONTENT_SECURITY_POLICY = (
@@ -113,6 +114,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     db = Database(cfg.DATABASE_URL)
     app.extensions["db"] = db
     sending.install(db.sessionmaker)
+    store.install(app, samples.every_context)  # every email uses the published templates
     app.teardown_appcontext(close_session)
     # The first request hook: before CSRF (whose token lookup breaks on a nameless
     # form field) and before the staff area's 404 check.
@@ -143,7 +145,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     csrf.exempt(webhooks_bp)  # Stripe signs its webhooks; there is no form or cookie
     from newsletter.admin.views import init_app as init_admin
 
-    init_admin(app)  # /admin: staff only; also makes emails use the published templates
+    init_admin(app)  # /admin: staff only
     if not cfg.production:
         from newsletter.dev.views import bp as dev_bp
 

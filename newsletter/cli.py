@@ -1,4 +1,5 @@
-"""The `newsletter` command: a Flask CLI group. Commands are thin; services do the work."""
+"""The `newsletter` command's commands, added to the app by `register_commands`. Commands
+are thin; services do the work."""
 
 from __future__ import annotations
 
@@ -6,20 +7,10 @@ import sys
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import with_appcontext
 
 from newsletter.db import get_db
 from newsletter.errors import NewsletterError
-
-
-def _create_app() -> Flask:
-    from newsletter.app import create_app
-
-    try:
-        return create_app()
-    except NewsletterError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(1)
 
 
 def register_commands(app: Flask) -> None:
@@ -79,6 +70,3 @@ def worker() -> None:
     from jobs.scheduler import run_worker
 
     run_worker(current_app._get_current_object())  # type: ignore[attr-defined]
-
-
-main = FlaskGroup(create_app=_create_app, help="Both Sides Daily.")

@@ -1,10 +1,11 @@
 """Every model, imported in one place for Alembic and for tests."""
 
-from newsletter.admin.models import AuditEntry, EmailTemplate, TemplateFailure, TemplateVersion
+from newsletter.admin.models import AuditEntry
 from newsletter.billing.models import BillingCustomer, BillingSubscription, StripeEvent
 from newsletter.delivery.models import Delivery
 from newsletter.editions.models import Edition, EditionStory, EditionVariant
 from newsletter.locks import JobLock
+from newsletter.mail.templates.models import EmailTemplate, TemplateFailure, TemplateVersion
 from newsletter.ratelimit import RateLimitHit
 from newsletter.readers.models import Consent, Reader
 from newsletter.scheduling import SchedulerJob

@@ -17,6 +17,7 @@ Selection, for the edition of a date:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -127,26 +128,14 @@ def assemble(session: Session, day: date, *, now: datetime | None = None) -> Ass
     if not picked:
         raise NoStories(f"No stories to send for {day.isoformat()}: import some first.")
 
-    words = HEADER_FOOTER_WORDS + sum(c.words for c in picked)
-    headlines = [c.story.title for c in picked[:3]]
-    subject = _shorten("; ".join(headlines), 250)
-    preheader = (
-        f"{len(picked)} stories, {math.ceil(words / WORDS_PER_MINUTE)} minutes: "
-        "how the left, center and right cover each."
-    )
     if edition is None:
-        edition = Edition(
-            date=day, subject=subject, preheader=preheader, word_count=0, reading_seconds=0
-        )
+        edition = Edition(date=day, subject="", preheader="", word_count=0, reading_seconds=0)
         session.add(edition)
     else:
         session.execute(delete(EditionStory).where(EditionStory.edition_id == edition.id))
         edition.variants.clear()
         session.flush()
-    edition.subject = subject
-    edition.preheader = preheader
-    edition.word_count = words
-    edition.reading_seconds = math.ceil(words * 60 / WORDS_PER_MINUTE)
+    summarize(edition, [c.story for c in picked])
     edition.assembled_at = now
     session.flush()
     session.expire(edition, ["stories"])
@@ -156,6 +145,19 @@ def assemble(session: Session, day: date, *, now: datetime | None = None) -> Ass
     render_variants(session, edition, [(c.story, c.coverage) for c in picked])
     session.flush()
     return AssemblyResult(edition, created=True)
+
+
+def summarize(edition: Edition, stories: Sequence[Story]) -> None:
+    """The edition's subject (the top three headlines), preheader, word count and reading
+    time, from its stories in order."""
+    words = HEADER_FOOTER_WORDS + sum(reading_words(s) for s in stories)
+    edition.subject = _shorten("; ".join(s.title for s in stories[:3]), 250)
+    edition.preheader = (
+        f"{len(stories)} stories, {math.ceil(words / WORDS_PER_MINUTE)} minutes: "
+        "how the left, center and right cover each."
+    )
+    edition.word_count = words
+    edition.reading_seconds = math.ceil(words * 60 / WORDS_PER_MINUTE)
 
 
 def _shorten(text: str, limit: int) -> str:

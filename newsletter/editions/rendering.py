@@ -39,6 +39,7 @@ from newsletter.errors import NewsletterError
 from newsletter.mail.message import Hole, Piece, holes_of
 from newsletter.mail.render import TemplateRenderError, default_sources, render_sources
 from newsletter.mail.sending import common_context
+from newsletter.mail.templates.store import published_number, render_for_send
 from newsletter.stories.coverage import Coverage
 from newsletter.stories.models import Story
 
@@ -82,7 +83,8 @@ def link_hole(story_id: int) -> str:
     return f"link_{story_id}"
 
 
-def story_context(story: Story, cov: Coverage, markers: Markers) -> dict[str, Any]:
+def story_context(story: Story, cov: Coverage, link: str) -> dict[str, Any]:
+    """What the edition template is given for one story; `link` is where it points."""
     bar = [
         {"side": side, "pct": pct, "color": SIDE_COLORS[side], "label": f"{side[0].upper()} {pct}%"}
         for side, pct in (
@@ -102,7 +104,7 @@ def story_context(story: Story, cov: Coverage, markers: Markers) -> dict[str, An
         "right_pct": cov.right_pct,
         "bar": bar,
         "blindspot": cov.blindspot.value if cov.blindspot else None,
-        "link": markers.hole(link_hole(story.id)),
+        "link": link,
     }
 
 
@@ -117,7 +119,7 @@ def edition_context(
         "preheader": edition.preheader,
         "date_label": f"{edition.date:%A, %B} {edition.date.day}",
         "reading_minutes": max(1, round(edition.reading_seconds / 60)),
-        "stories": [story_context(s, c, markers) for s, c in items],
+        "stories": [story_context(s, c, markers.hole(link_hole(s.id))) for s, c in items],
         "plan": plan.value,
         "free_left": markers.hole("free_left"),
         "free_per_month": cfg["FREE_STORIES_PER_MONTH"],
@@ -132,7 +134,7 @@ def render_variants(
 ) -> None:
     """Compile MJML and inline CSS once per plan; store the results on the edition.
 
-    The template is the published version (see `newsletter.admin.templates`); should it
+    The template is the published version (see `newsletter.mail.templates.store`); should it
     fail, every variant falls back to the last version that rendered well and the
     failure is recorded against this edition for staff to see: the edition still goes.
     When nothing renders, the edition is left without variants and the cause recorded
@@ -164,8 +166,6 @@ def note_compose_error(edition: Edition, message: str | None) -> None:
 def _render(
     session: Session, edition: Edition, items: Sequence[tuple[Story, Coverage]]
 ) -> list[EditionVariant]:
-    from newsletter.admin.templates import published_number, render_for_send
-
     texts = [edition.subject, edition.preheader]
     for story, _ in items:
         texts += [story.title, story.overview]

@@ -3,7 +3,7 @@
 A template lives in `templates/email/<name>/` as `subject.txt`, `body.mjml` and `body.txt`,
 with the shared layout `_layout.mjml` and text footer `_footer.txt`. Those files are the
 defaults: staff may publish their own versions (stored in the database, see
-`newsletter.admin.templates`), and `render_email` then renders the published version,
+`newsletter.mail.templates.store`), and `render_email` then renders the published version,
 falling back to the last version that rendered well if it fails.
 
 Jinja runs in a `SandboxedEnvironment` with `StrictUndefined`: a template can reach only the
@@ -723,7 +723,7 @@ def render_sources(name: str, sources: TemplateSources, context: dict[str, Any])
 
 
 def render_email(name: str, context: dict[str, Any]) -> RenderedEmail:
-    """Render an email from its published version (see `newsletter.admin.templates`), or
+    """Render an email from its published version (see `newsletter.mail.templates.store`), or
     from the files outside an app or before the staff area is set up."""
     if has_app_context():
         store = current_app.extensions.get("email_templates")

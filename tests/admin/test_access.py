@@ -79,7 +79,7 @@ def test_staff_see_every_page_and_every_form_needs_its_csrf_token(app, staff, id
             assert response.status_code == 200, (path, response.status_code)
     assert "Admin" in staff.get("/account").get_data(as_text=True)
     # Every email there is (and the layout) can be opened, previewed and compared.
-    from newsletter.admin.templates import editable_names
+    from newsletter.mail.templates.store import editable_names
 
     for name in editable_names():
         assert staff.get(f"/admin/templates/{name}").status_code == 200, name

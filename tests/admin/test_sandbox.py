@@ -103,7 +103,7 @@ def test_through_the_editor_escapes_are_refused_with_the_reason_and_leak_nothing
         assert "cannot be shown" in preview.get_data(as_text=True)
         assert TEST_SECRET not in preview.get_data(as_text=True)
     # Nothing was saved.
-    from newsletter.admin.models import TemplateVersion
+    from newsletter.mail.templates.models import TemplateVersion
 
     with app.extensions["db"].session() as session:
         assert session.query(TemplateVersion).filter_by(source="staff").count() == 0

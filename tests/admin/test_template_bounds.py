@@ -15,8 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from newsletter.admin import templates
-from newsletter.admin.models import EmailTemplate, TemplateFailure, TemplateVersion
 from newsletter.config import PROJECT_ROOT
 from newsletter.mail import render
 from newsletter.mail.render import (
@@ -27,6 +25,8 @@ from newsletter.mail.render import (
     render_sources,
     template_set,
 )
+from newsletter.mail.templates import store
+from newsletter.mail.templates.models import EmailTemplate, TemplateFailure, TemplateVersion
 from tests.admin.conftest import STAFF, fresh, post, signed_in_as, token
 from tests.admin.test_sandbox import CONTEXT
 from tests.conftest import TEST_SECRET
@@ -147,7 +147,7 @@ class TestTemplateSet:
         response = post(staff, "/admin/templates/edition/versions/2/publish")
         assert response.status_code == 303
         fresh(session)
-        assert templates.published_number(session, "edition") is None
+        assert store.published_number(session, "edition") is None
         page = staff.get(response.headers["Location"]).get_data(as_text=True)
         assert "edition/body.txt, line 2" in page
         assert_no_leak(page)
@@ -249,7 +249,7 @@ class TestBounds:
         add_version(session, "edition", with_text(RUNAWAYS[0][0]), number=2)
         response = post(staff, "/admin/templates/edition/versions/2/publish")
         fresh(session)
-        assert templates.published_number(session, "edition") is None
+        assert store.published_number(session, "edition") is None
         page = staff.get(response.headers["Location"]).get_data(as_text=True)
         assert "CPU time" in page
         test = post(staff, "/admin/templates/edition/versions/2/test", {"variant": "free"})

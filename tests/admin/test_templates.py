@@ -8,11 +8,12 @@ import re
 
 from sqlalchemy import select
 
-from newsletter.admin import templates
-from newsletter.admin.models import AuditEntry, EmailTemplate, TemplateFailure, TemplateVersion
+from newsletter.admin.models import AuditEntry
 from newsletter.billing.entitlement import Plan
 from newsletter.editions.models import EditionVariant
 from newsletter.mail.render import LAYOUT, default_parts
+from newsletter.mail.templates import checks, store, versions
+from newsletter.mail.templates.models import EmailTemplate, TemplateFailure, TemplateVersion
 from tests.admin.conftest import STAFF, build_edition, fresh, post
 from tests.conftest import links_in
 from tests.helpers import path_of, subscribe
@@ -31,7 +32,7 @@ def line_of(text: str, needle: str) -> int:
 
 def check(app, parts, name="edition"):  # type: ignore[no-untyped-def]
     with app.app_context(), app.extensions["db"].session() as session:
-        return templates.check(session, name, parts)
+        return checks.check(session, name, parts)
 
 
 class TestChecks:
@@ -46,7 +47,7 @@ class TestChecks:
         self.a_layout_is_checked_inside_every_email(app)
 
     def every_email_s_files_pass_their_own_checks(self, app):
-        names = templates.editable_names()
+        names = store.editable_names()
         assert {"confirm", "signin", "edition", LAYOUT} <= set(names)
         for name in names:
             assert check(app, default_parts(name), name).errors == [], name
@@ -248,7 +249,7 @@ class TestFallback:
         [failure] = session.scalars(select(TemplateFailure)).all()
         assert failure.edition_id == edition.id
         assert failure.failed_version.number == v3 and failure.used_version.number == v2
-        line = line_of(templates.get_version(session, "edition", v3).mjml, "stories[7]")
+        line = line_of(versions.get_version(session, "edition", v3).mjml, "stories[7]")
         assert f"edition/body.mjml, line {line}" in failure.message
         assert "version 2 was used instead" in failure.message
         page = staff.get(f"/admin/editions/{edition.id}").get_data(as_text=True)

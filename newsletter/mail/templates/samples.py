@@ -14,9 +14,12 @@ from typing import Any
 from flask import current_app
 from jinja2 import meta
 
-from newsletter.editions.rendering import SIDE_COLORS
+from newsletter.editions.rendering import story_context
 from newsletter.mail.render import LAYOUT, environment_for, template_names
 from newsletter.mail.render import default_sources as file_sources
+from newsletter.mail.sending import common_context
+from newsletter.stories.coverage import Coverage, Side
+from newsletter.stories.models import Story
 
 SAMPLE_STORIES = [
     (
@@ -103,45 +106,33 @@ SAMPLE_STORIES = [
 
 
 def _common() -> dict[str, Any]:
-    cfg = current_app.config
-    return {
-        "base_url": cfg["BASE_URL"],
-        "postal_address": cfg["POSTAL_ADDRESS"] or "1 Sample Street, Springfield",
-        "product_name": "Both Sides Daily",
-        "unsubscribe_url": None,
-    }
+    context = common_context(current_app._get_current_object())  # type: ignore[attr-defined]
+    # A preview with an empty footer line would hide how the address reads.
+    context["postal_address"] = context["postal_address"] or "1 Sample Street, Springfield"
+    return context
 
 
 def sample_stories() -> list[dict[str, Any]]:
+    """The sample stories as the edition template gets them (the real `story_context`),
+    linking to where a story page would be."""
     base = current_app.config["BASE_URL"]
     stories = []
     for n, (title, overview, sources, (left, center, right), blindspot) in enumerate(
         SAMPLE_STORIES, start=1
     ):
-        bar = [
-            {
-                "side": side,
-                "pct": pct,
-                "color": SIDE_COLORS[side],
-                "label": f"{side[0].upper()} {pct}%",
-            }
-            for side, pct in (("left", left), ("center", center), ("right", right))
-            if pct > 0
-        ]
-        stories.append(
-            {
-                "id": n,
-                "title": title,
-                "overview": overview,
-                "source_count": sources,
-                "left_pct": left,
-                "center_pct": center,
-                "right_pct": right,
-                "bar": bar,
-                "blindspot": blindspot,
-                "link": f"{base}/stories/sample-story-{n}",
-            }
+        story = Story(id=n, title=title, overview=overview)
+        # Counts stand in for outlets: only the shares and the source count are shown.
+        cov = Coverage(
+            left=left,
+            center=center,
+            right=right,
+            left_pct=left,
+            center_pct=center,
+            right_pct=right,
+            source_count=sources,
+            blindspot=Side(blindspot) if blindspot else None,
         )
+        stories.append(story_context(story, cov, f"{base}/stories/sample-story-{n}"))
     return stories
 
 
