@@ -6,9 +6,7 @@ import difflib
 
 from markupsafe import Markup
 
-from newsletter.mail.render import (
-    LAYOUT,
-)
+from newsletter.mail.render import LAYOUT
 from newsletter.mail.templates.models import TemplateVersion
 from newsletter.mail.templates.store import PART_LABELS
 

@@ -11,10 +11,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
 from newsletter.errors import NotFound
-from newsletter.mail.render import (
-    LAYOUT,
-    default_parts,
-)
+from newsletter.mail.render import LAYOUT, default_parts
 from newsletter.mail.templates.checks import Check, TemplateInvalid, check
 from newsletter.mail.templates.models import EmailTemplate, TemplateVersion
 from newsletter.mail.templates.store import editable_names, label
