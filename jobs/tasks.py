@@ -76,7 +76,7 @@ def assemble_ahead() -> None:
 def reconcile_billing() -> None:
     """Daily: re-read every live Stripe subscription, so a missed webhook heals itself."""
     from newsletter.billing.gateway import gateway
-    from newsletter.billing.services import reconcile
+    from newsletter.billing.reconcile import reconcile
     from newsletter.locks import job_lock
 
     app = job_app()

@@ -71,8 +71,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 # COMMIT then returns without waiting for its WAL to reach the disk. Only for rows whose
 # loss in a crash of the database server in the ~0.6 s after their commit costs little:
 # read charges (losing one gives the reader that story back; it is charged again when
-# reopened) and webhook event ids answered from the stored state (billing.events). The
-# wait is a disk flush, more than all the rest of a read confirmation.
+# reopened). The wait is a disk flush, more than all the rest of a read confirmation.
 # Visibility and locks are unchanged (other transactions see the row at commit, as
 # usual), so the meter's concurrency guarantee holds; and the setting ends with the
 # transaction, so nothing else is affected.

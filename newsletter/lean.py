@@ -1,8 +1,5 @@
-"""Routes answered before Flask: the few JSON endpoints that take requests in floods.
-
-- Read confirmations: one per free story shown, the site's busiest write.
-- Stripe's webhooks: they come in bursts (a day's renewals are five events per reader in
-  the same minutes; after an outage Stripe retries everything that queued).
+"""Routes answered before Flask: the JSON endpoints that take requests in floods (read
+confirmations: one per free story shown, the site's busiest write).
 
 For these, Flask's request machinery (request, session and response objects, the URL
 map, hooks) costs the worker more CPU than the answer does. `LeanRoutes` is WSGI

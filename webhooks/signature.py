@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from newsletter.billing.events import MalformedEvent, check_event
+from newsletter.billing.stripe_objects import MalformedEvent, check_event
 from newsletter.jsonbody import BadJson, parse_json_body
 
 TOLERANCE_SECONDS = 300

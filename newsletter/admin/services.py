@@ -186,7 +186,7 @@ def reader_facts(session: Session, reader_id: int, now: datetime | None = None) 
     ]
     return ReaderFacts(
         reader,
-        plan_of(reader, now),
+        plan_of(session, reader.id, now),
         free_stories_left(session, reader, now),
         int(current_app.config["FREE_STORIES_PER_MONTH"]),
         deliveries,

@@ -18,7 +18,7 @@ from newsletter.billing.gateway import (
     BillingNotConfigured,
     StripeGateway,
 )
-from newsletter.billing.services import reconcile
+from newsletter.billing.reconcile import reconcile
 from newsletter.db import get_db
 
 

@@ -22,8 +22,8 @@ from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 from flask import current_app, has_app_context
-from sqlalchemy import bindparam, exists, literal_column, select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy import ColumnElement, Connection, bindparam, exists, literal_column, select
+from sqlalchemy.orm import Session
 
 from newsletter.billing.models import BillingCustomer, BillingSubscription
 from newsletter.db import utcnow
@@ -104,43 +104,43 @@ def best(subs: Iterable[SubscriptionState], now: datetime) -> tuple[Plan, Subscr
 
 
 _S = BillingSubscription.__table__
-# The columns the rule reads (`SubscriptionState`), and which rows can entitle anyone.
-SUBSCRIPTION_STATE = (
+# The columns the rule reads (`SubscriptionState`).
+_STATE_COLUMNS = (
     "our_price", "status", "trial_end", "current_period_end", "cancel_at_period_end",
     "cancel_at", "past_due_since",
 )  # fmt: skip
-# The statuses as literals (our constants): a list would be a parameter expanded anew at
-# every execution, which costs the read confirmation more than its query does.
-LIVE_SUBSCRIPTION = _S.c.status.in_([literal_column(f"'{s}'") for s in LIVE_STATUSES]) & (
+# Which rows can entitle anyone: `plan_for` gives FREE to every other row. The statuses as
+# literals (our constants): a list would be a parameter expanded anew at every execution,
+# which costs the read confirmation more than its query does.
+_LIVE = _S.c.status.in_([literal_column(f"'{s}'") for s in LIVE_STATUSES]) & (
     _S.c.our_price.is_(True)
 )
-_STATE = select(_S.c.reader_id, *(_S.c[name] for name in SUBSCRIPTION_STATE)).where(
-    LIVE_SUBSCRIPTION
-)
+_STATE = select(_S.c.reader_id, *(_S.c[name] for name in _STATE_COLUMNS)).where(_LIVE)
 # Built once: a story page asks for every view, the send loop for every batch. Plain
 # rows, not entities: the rule only reads them.
 _LIVE_OF_ONE = _STATE.where(_S.c.reader_id == bindparam("reader_id"))
 _LIVE_OF_MANY = _STATE.where(_S.c.reader_id.in_(bindparam("reader_ids", expanding=True)))
 
 
-def _live_subscriptions(session: Session, reader_id: int) -> Sequence[SubscriptionState]:
-    return session.connection().execute(_LIVE_OF_ONE, {"reader_id": reader_id}).all()  # type: ignore[return-value]
+def certainly_free(reader_id: ColumnElement[int]) -> ColumnElement[bool]:
+    """SQL, true when the reader has no subscription that could entitle them, so that
+    `plan_of` says FREE without reading further: for a statement that must decide in
+    one round trip (the meter's charge). False says nothing: ask `plan_of`."""
+    return ~select(_S.c.id).where(_S.c.reader_id == reader_id, _LIVE).exists()
 
 
-def _session_of(reader: Reader) -> Session | None:
-    session = object_session(reader)
-    if session is None and has_app_context():
-        from newsletter.db import db_session
-
-        session = db_session()
-    return session
+def _connection(db: Session | Connection) -> Connection:
+    return db.connection() if isinstance(db, Session) else db
 
 
-def plan_of(reader: Reader, now: datetime | None = None) -> Plan:
-    session = _session_of(reader)
-    if session is None or reader.id is None:
-        return Plan.FREE
-    return best(_live_subscriptions(session, reader.id), now or utcnow())[0]
+def _live_subscriptions(db: Session | Connection, reader_id: int) -> Sequence[SubscriptionState]:
+    rows = _connection(db).execute(_LIVE_OF_ONE, {"reader_id": reader_id}).all()
+    return rows  # type: ignore[return-value]
+
+
+def plan_of(db: Session | Connection, reader_id: int, now: datetime | None = None) -> Plan:
+    """The reader's plan now (or at `now`): the best among their subscriptions."""
+    return best(_live_subscriptions(db, reader_id), now or utcnow())[0]
 
 
 class Entitlement(NamedTuple):
@@ -168,17 +168,15 @@ def entitlements_of(
     return {rid: _entitlement(by_reader.get(rid, ()), now) for rid in ids}
 
 
-def plans_of(session: Session, readers: Sequence[Reader], now: datetime) -> dict[int, Plan]:
-    """`plan_of` for many readers in one query (the ledger's per-chunk need)."""
-    found = entitlements_of(session, [r.id for r in readers], now)
+def plans_of(session: Session, reader_ids: Sequence[int], now: datetime) -> dict[int, Plan]:
+    """`plan_of` for many readers in one query per 1,000 (the ledger's per-chunk need)."""
+    found = entitlements_of(session, reader_ids, now)
     return {rid: entitlement.plan for rid, entitlement in found.items()}
 
 
-def trial_ends_at(reader: Reader) -> datetime | None:
-    session = _session_of(reader)
-    if session is None or reader.id is None:
-        return None
-    return _entitlement(_live_subscriptions(session, reader.id), utcnow()).trial_end
+def trial_ends_at(session: Session, reader_id: int) -> datetime | None:
+    """When the reader's trial ends, while they are on one; else None."""
+    return _entitlement(_live_subscriptions(session, reader_id), utcnow()).trial_end
 
 
 def trial_days_left(trial_end: datetime | None, now: datetime) -> int:

@@ -10,9 +10,17 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from sqlalchemy import select
 
 from newsletter.auth.session import current_reader, login_required
-from newsletter.billing import services
+from newsletter.billing.checkout import (
+    AlreadySubscribed,
+    CheckoutOrigin,
+    NoBillingAccount,
+    complete_checkout,
+    portal_url,
+    start_checkout,
+)
 from newsletter.billing.entitlement import Plan, billing_status
 from newsletter.billing.gateway import BillingNotConfigured, configured, gateway
+from newsletter.billing.notifications import local_date
 from newsletter.db import db_session
 from newsletter.editions.models import Edition
 from newsletter.errors import NotFound
@@ -27,7 +35,7 @@ bp = Blueprint("billing", __name__, url_prefix="/billing")
 
 @bp.app_template_filter("local_date")
 def local_date_filter(moment: datetime | None, timezone: str = "UTC") -> str:
-    return services.local_date(moment, timezone) if moment else ""
+    return local_date(moment, timezone) if moment else ""
 
 
 @bp.app_context_processor
@@ -51,14 +59,14 @@ def _not_configured_page(exc: BillingNotConfigured):  # type: ignore[no-untyped-
 bp.register_error_handler(BillingNotConfigured, _not_configured_page)
 
 
-def _origin(reader_id: int, slug: str | None) -> tuple[services.CheckoutOrigin, Story | None]:
+def _origin(reader_id: int, slug: str | None) -> tuple[CheckoutOrigin, Story | None]:
     session = db_session()
     story = session.scalar(select(Story).where(Story.slug == slug)) if slug else None
     edition_id = None
     cookie_reader, cookie_edition = reading_cookie()
     if cookie_reader == reader_id and cookie_edition is not None:
         edition_id = cookie_edition if session.get(Edition, cookie_edition) else None
-    return services.CheckoutOrigin(story.id if story else None, edition_id), story
+    return CheckoutOrigin(story.id if story else None, edition_id), story
 
 
 @bp.get("/start", defaults={"slug": None})
@@ -86,12 +94,10 @@ def checkout():  # type: ignore[no-untyped-def]
     origin, story = _origin(reader.id, slug)
     base = current_app.config["BASE_URL"]
     cancel_url = f"{base}/stories/{story.slug}" if story else f"{base}/account"
-    session.commit()  # the checkout starts its own transaction (see services.lock)
+    session.commit()  # the checkout starts its own transaction (see locking.lock)
     try:
-        url = services.start_checkout(
-            session, gateway(), reader, origin=origin, cancel_url=cancel_url
-        )
-    except services.AlreadySubscribed as exc:
+        url = start_checkout(session, gateway(), reader, origin=origin, cancel_url=cancel_url)
+    except AlreadySubscribed as exc:
         session.commit()
         flash(exc.message, "ok")
         return redirect(url_for("readers.account"), 303)
@@ -113,7 +119,7 @@ def checkout_return():  # type: ignore[no-untyped-def]
     session = db_session()
     session.commit()
     try:
-        result = services.complete_checkout(session, gateway(), reader, checkout_session_id)
+        result = complete_checkout(session, gateway(), reader, checkout_session_id)
     except NotFound as exc:
         # Rendered here rather than by the app's handler, which closes the session the
         # signed-in reader (shown in the page header) is loaded from.
@@ -133,10 +139,8 @@ def portal():  # type: ignore[no-untyped-def]
     assert reader is not None
     session = db_session()
     try:
-        url = services.portal_url(
-            session, gateway(), reader, f"{current_app.config['BASE_URL']}/account"
-        )
-    except services.NoBillingAccount as exc:
+        url = portal_url(session, gateway(), reader, f"{current_app.config['BASE_URL']}/account")
+    except NoBillingAccount as exc:
         flash(exc.message, "error")
         return redirect(url_for("readers.account"), 303)
     return redirect(url, 303)

@@ -62,7 +62,7 @@ def edition_for(session: Session, day: date, *, now: datetime | None = None) -> 
 def plans_for(session: Session, batch: Sequence[Reader], now: datetime) -> dict[int, Plan]:
     """Each reader's plan, which fixes the variant they get: billing's answer for the
     whole chunk in one query."""
-    return plans_of(session, batch, now)
+    return plans_of(session, [reader.id for reader in batch], now)
 
 
 def _insert(session: Session) -> Any:

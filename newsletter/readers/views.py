@@ -166,13 +166,14 @@ def account_resubscribe():  # type: ignore[no-untyped-def]
 
 def me_payload(reader) -> dict:  # type: ignore[no-untyped-def]
     """`/api/me`: the signed-in reader as JSON, with the fields the README lists."""
-    trial_end = trial_ends_at(reader)
+    session = db_session()
+    trial_end = trial_ends_at(session, reader.id)
     return {
         "email": reader.email,
         "status": reader.status.value,
-        "plan": plan_of(reader).value,
+        "plan": plan_of(session, reader.id).value,
         "free_stories_per_month": current_app.config["FREE_STORIES_PER_MONTH"],
-        "free_stories_left": free_stories_left(db_session(), reader),
+        "free_stories_left": free_stories_left(session, reader),
         "trial_ends_at": trial_end.isoformat() if trial_end else None,
         "delivery_hour": reader.delivery_hour,
         "timezone": reader.timezone,

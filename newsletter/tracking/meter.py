@@ -31,14 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from newsletter.billing.entitlement import (
-    LIVE_SUBSCRIPTION,
-    SUBSCRIPTION_STATE,
-    Plan,
-    best,
-    plan_of,
-)
-from newsletter.billing.models import BillingSubscription
+from newsletter.billing.entitlement import Plan, certainly_free, plan_of
 from newsletter.db import NO_FLUSH_WAIT, DriverStatement, UTCDateTime, utcnow
 from newsletter.editions.models import Edition
 from newsletter.readers.models import Reader
@@ -149,7 +142,7 @@ def access_for(
     if reader is None:
         return AccessDecision(Access.ANONYMOUS, 0, limit)
     now = now or utcnow()
-    if plan_of(reader, now) in (Plan.TRIAL, Plan.PAID):
+    if plan_of(session, reader.id, now) in (Plan.TRIAL, Plan.PAID):
         return AccessDecision(Access.UNLIMITED, limit, limit)
     month = month_key(reader.timezone, now)
     used, already = _month_reads(session.connection(), reader.id, story.id, month)
@@ -162,41 +155,24 @@ def access_for(
 _reads, _readers, _stories, _editions = (
     Read.__table__, Reader.__table__, Story.__table__, Edition.__table__
 )  # fmt: skip
-_subs = BillingSubscription.__table__
 _STORY_MATCHES = (
     select(_stories.c.id)
     .where(_stories.c.id == bindparam("story_id"), _stories.c.slug == bindparam("slug"))
     .exists()
 )
 _READER_EXISTS = select(_readers.c.id).where(_readers.c.id == bindparam("reader_id")).exists()
-# No subscription that could entitle the reader: then the reader is certainly on the free
-# plan (`best` of nothing), without asking the entitlement rule.
-_NO_LIVE_SUBSCRIPTION = ~(
-    select(_subs.c.id)
-    .where(_subs.c.reader_id == bindparam("reader_id"), LIVE_SUBSCRIPTION)
-    .exists()
-)
-# Why a charge inserted nothing, in one round trip: whether the reader exists, the story
-# the page's slug names, and the reader's live subscriptions (one row each; one row of
-# NULLs when none). A row with a subscription is what the entitlement rule reads
-# (`SubscriptionState`): its columns keep their names.
-_CHARGE_FACTS = (
-    select(
-        select(_stories.c.id)
-        .where(_stories.c.slug == bindparam("slug"))
-        .scalar_subquery()
-        .label("story_id"),
-        _subs.c.reader_id,
-        *(_subs.c[name] for name in SUBSCRIPTION_STATE),
-    )
-    .select_from(_readers)
-    .outerjoin(_subs, (_subs.c.reader_id == _readers.c.id) & LIVE_SUBSCRIPTION)
-    .where(_readers.c.id == bindparam("reader_id"))
-)
+# Why a charge inserted nothing, in one round trip: whether the reader exists (a row or
+# none) and the story the page's slug names.
+_CHARGE_FACTS = select(
+    select(_stories.c.id)
+    .where(_stories.c.slug == bindparam("slug"))
+    .scalar_subquery()
+    .label("story_id"),
+).where(_readers.c.id == bindparam("reader_id"))
 
 
 class _Charge(StrEnum):
-    FIRST = "first"  # metered, if the reader has no live subscription at all
+    FIRST = "first"  # metered, if the entitlement rule certainly says free
     METERED = "metered"  # the entitlement rule said free
     UNMETERED = "unmetered"  # the entitlement rule said trial or paid
 
@@ -243,7 +219,7 @@ def _charge_statement(dialect: str, kind: _Charge) -> Executable:
     if metered:
         row = row.where(used < bindparam("limit"))
     if kind == _Charge.FIRST:
-        row = row.where(_NO_LIVE_SUBSCRIPTION)
+        row = row.where(certainly_free(bindparam("reader_id", type_=Integer)))
     if dialect == "postgresql":
         row = row.where(NO_FLUSH_WAIT == "off")
     columns = ["reader_id", "story_id", "month", "metered", "slot", "edition_id", "at"]
@@ -303,11 +279,10 @@ def charge_read(
             slot = connection.execute(_CHARGE[(dialect, kind)], params).scalar()
         if slot is not None:
             return ChargeResult(charged=True, allowed=True, free_left=max(0, limit - slot))
-        rows = connection.execute(_CHARGE_FACTS, params).all()
-        if not rows or rows[0].story_id != story_id:
+        facts = connection.execute(_CHARGE_FACTS, params).first()
+        if facts is None or facts.story_id != story_id:
             return None
-        subs = [row for row in rows if row.status is not None]
-        if best(subs, now)[0] in (Plan.TRIAL, Plan.PAID):
+        if plan_of(connection, reader_id, now) in (Plan.TRIAL, Plan.PAID):
             connection.execute(_CHARGE[(dialect, _Charge.UNMETERED)], params)
             return ChargeResult(charged=False, allowed=True, free_left=limit)
         used, already = _month_reads(connection, reader_id, story_id, month)

@@ -8,7 +8,11 @@ import pytest
 
 from newsletter.billing.entitlement import Plan, best, plan_for, scheduled_end
 from newsletter.billing.models import BillingSubscription
-from newsletter.billing.services import SubscriptionData, invoice_subscription_id, payment_failed
+from newsletter.billing.stripe_objects import (
+    SubscriptionData,
+    invoice_subscription_id,
+    payment_failed,
+)
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -18,7 +18,6 @@ from sqlalchemy import select
 
 from newsletter.billing.entitlement import Plan, plan_of
 from newsletter.billing.models import BillingSubscription
-from newsletter.readers.models import Reader
 from tests.billing.conftest import SECRET, LocalStripe, make_reader, wait_until
 
 PLAN_ID = "price_localstripe_bsd_monthly"
@@ -76,7 +75,7 @@ def customer_with_card(client: stripe.StripeClient, email: str, card: str) -> st
 
 def plan_now(served, reader_id: int, now=None) -> Plan:  # type: ignore[no-untyped-def]
     with served.app.app_context(), served.app.extensions["db"].session() as s:
-        return plan_of(s.get(Reader, reader_id), now)
+        return plan_of(s, reader_id, now)
 
 
 def new_reader(served) -> tuple[int, str]:  # type: ignore[no-untyped-def]

@@ -131,7 +131,8 @@ def test_a_malformed_event_is_a_400_and_stores_nothing(
         response = post_signed(client, via, REFUSED[case])
     assert response.status_code == 400, response.get_data(as_text=True)
     assert list(response.json) == ["error"]
-    assert lean == (["/webhooks/stripe"] if via == "lean" else [])
+    # The webhook has no route before Flask: both ways reach the Flask view.
+    assert lean == []
     assert event_rows(session) == []
     assert stored(session) == (0, 0)
     assert fake_stripe.requests == []

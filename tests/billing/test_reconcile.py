@@ -6,15 +6,14 @@ from datetime import timedelta
 
 from newsletter.billing.entitlement import Plan, plan_of
 from newsletter.billing.models import StripeEvent
-from newsletter.billing.services import reconcile
+from newsletter.billing.reconcile import reconcile
 from newsletter.db import utcnow
-from newsletter.readers.models import Reader
 from tests.billing.conftest import PRICE_ID, event_rows, make_reader, subscription_row
 
 
 def plan(session, reader_id: int) -> Plan:  # type: ignore[no-untyped-def]
     session.rollback()
-    return plan_of(session.get(Reader, reader_id))
+    return plan_of(session, reader_id)
 
 
 def test_missed_webhooks_heal(app, session, fake_stripe, smtp):

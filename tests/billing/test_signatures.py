@@ -198,7 +198,8 @@ class TestHeaderFormat:
             response = post_via(client, via, "/webhooks/stripe", PAYLOAD.encode(),
                                 {"Stripe-Signature": header, "Content-Type": "application/json"})  # fmt: skip
         assert (response.status_code, list(response.json)) == (400, ["error"]), response.json
-        assert lean == (["/webhooks/stripe"] if via == "lean" else [])
+        # The webhook has no route before Flask: both ways reach the Flask view.
+        assert lean == []
         assert event_rows(session) == []
 
     @pytest.mark.parametrize("via", VIAS)

@@ -24,7 +24,7 @@ from tests.billing.conftest import (
 
 def plan(session, reader: Reader) -> Plan:  # type: ignore[no-untyped-def]
     session.rollback()
-    return plan_of(session.get(Reader, reader.id))
+    return plan_of(session, reader.id)
 
 
 def ann_with_customer(session, fake_stripe):  # type: ignore[no-untyped-def]
@@ -107,7 +107,7 @@ class TestWithoutALock:
 
     def test_a_row_written_meanwhile_by_a_fresher_read_is_kept(self, app, session, fake_stripe):  # type: ignore[no-untyped-def]
         from newsletter.billing.gateway import gateway
-        from newsletter.billing.services import Fetched, sync_subscription
+        from newsletter.billing.subscriptions import Fetched, sync_subscription
         from newsletter.db import utcnow
 
         reader, customer = ann_with_customer(session, fake_stripe)
@@ -221,7 +221,7 @@ def test_two_first_syncs_of_one_subscription_store_one_row(app, session, fake_st
     on the row's insert; SQLite: on the write lock), then sync over that row. One row,
     one trial start."""
     from newsletter.billing.gateway import gateway
-    from newsletter.billing.services import fetch_subscription, sync_subscription
+    from newsletter.billing.subscriptions import fetch_subscription, sync_subscription
 
     reader, customer = ann_with_customer(session, fake_stripe)
     sub = fake_stripe.add_subscription(customer["id"], PRICE_ID, trial_days=7)
