@@ -12,7 +12,7 @@ from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app, g
 from sqlalchemy import (
@@ -21,13 +21,14 @@ from sqlalchemy import (
     Engine,
     Enum,
     MetaData,
+    Table,
     create_engine,
     event,
     exc,
     func,
     true,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, Result, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -97,6 +98,18 @@ class Base(DeclarativeBase):
 
 # Execution option: this SQLite connection emits no BEGIN (see `Database.autocommit`).
 _SQLITE_AUTOCOMMIT = "newsletter_sqlite_autocommit"
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's Core table, for statements written in Core (the ORM types `__table__`
+    as any FromClause)."""
+    return cast(Table, model.__table__)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE, DELETE or INSERT touched (`Session.execute` types its result as a
+    plain Result, which has no rowcount)."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def make_engine(url: str, **options: Any) -> Engine:

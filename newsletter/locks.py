@@ -24,7 +24,7 @@ from sqlalchemy import String, delete, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
-from newsletter.db import Base, Database, utcnow
+from newsletter.db import Base, Database, table_of, utcnow
 
 
 class JobLock(Base):
@@ -59,7 +59,7 @@ def job_lock(db: Database, name: str, *, ttl: float = 900) -> Iterator[bool]:
 
     owner = process_id()
     now = utcnow()
-    table = JobLock.__table__
+    table = table_of(JobLock)
     stmt = sqlite_insert(table).values(
         name=name, owner=owner, expires_at=now + timedelta(seconds=ttl)
     )

@@ -52,12 +52,12 @@ def hit(
         count=1,
         expires_at=now + timedelta(seconds=seconds),
     )
-    stmt = stmt.on_conflict_do_update(
+    counted = stmt.on_conflict_do_update(
         index_elements=["key", "window_start"],
         set_={"count": RateLimitHit.count + 1},
     ).returning(RateLimitHit.count)
     with engine.begin() as conn:
-        count = conn.execute(stmt).scalar_one()
+        count = conn.execute(counted).scalar_one()
     if count > limit:
         retry_after = window + seconds - epoch
         raise RateLimited(

@@ -45,7 +45,9 @@ def _secret() -> str:
 
 
 @lru_cache(maxsize=32)
-def _serializer(secret: str, purpose: Purpose, expires: bool) -> URLSafeSerializer:
+def _serializer(
+    secret: str, purpose: Purpose, expires: bool
+) -> URLSafeSerializer | URLSafeTimedSerializer:
     cls = URLSafeTimedSerializer if expires else URLSafeSerializer
     return cls(secret, salt=purpose.value)
 

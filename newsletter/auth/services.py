@@ -25,7 +25,7 @@ from flask import current_app
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from newsletter.db import utcnow
+from newsletter.db import rowcount, utcnow
 from newsletter.errors import InvalidToken
 from newsletter.readers.models import Reader, ReaderStatus
 from newsletter.readers.services import (
@@ -96,13 +96,15 @@ def consume_signin_token(session: Session, token: str) -> SigninLink:
     reader = link.reader
     # Compare-and-set on the nonce so two simultaneous POSTs cannot both sign in. The
     # link emailed last is now used up, so the next request may send a fresh one at once.
-    result = session.execute(
-        update(Reader)
-        .where(Reader.id == reader.id, Reader.signin_nonce == reader.signin_nonce)
-        .values(signin_nonce=Reader.signin_nonce + 1, signin_sent_at=None)
-        .execution_options(synchronize_session=False)
+    touched = rowcount(
+        session.execute(
+            update(Reader)
+            .where(Reader.id == reader.id, Reader.signin_nonce == reader.signin_nonce)
+            .values(signin_nonce=Reader.signin_nonce + 1, signin_sent_at=None)
+            .execution_options(synchronize_session=False)
+        )
     )
-    if result.rowcount != 1:
+    if touched != 1:
         raise LinkUsed("This sign-in link has already been used. Ask for a new one.")
     session.refresh(reader)
     return link

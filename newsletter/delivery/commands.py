@@ -17,6 +17,8 @@ from newsletter.delivery.sender import SendAborted
 from newsletter.delivery.services import (
     EditionNotComposed,
     EditionPaused,
+    PausedEdition,
+    UncomposedEdition,
     deliver_due,
     paused_editions,
     send_now,
@@ -170,9 +172,13 @@ def edition_send(date_text: str | None, now_flag: bool) -> None:
             progress.close()
             # Paused by staff, or not composable: their readers wait, and this run could
             # not send to them.
+            held: list[UncomposedEdition | PausedEdition] = [
+                *uncomposed_editions(app),
+                *paused_editions(app),
+            ]
             paused = [
                 p.explain(app.config["BASE_URL"])
-                for p in [*uncomposed_editions(app), *paused_editions(app)]
+                for p in held
                 if p.waiting and (only is None or p.day == only)
             ]
             for due in due_run.dates:

@@ -32,7 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from newsletter.billing.entitlement import Plan, plans_of
-from newsletter.db import UTCDateTime, utcnow
+from newsletter.db import UTCDateTime, rowcount, utcnow
 from newsletter.delivery.models import Delivery, DeliveryState
 from newsletter.delivery.schedule import local_slots
 from newsletter.editions.assembly import NoStories, assemble
@@ -154,7 +154,7 @@ def _insert_rows(
         .on_conflict_do_nothing(index_elements=["edition_id", "reader_id"])
         .execution_options(preserve_rowcount=True)  # an INSERT's rowcount is opt-in
     )
-    return max(session.execute(stmt).rowcount or 0, 0)
+    return max(rowcount(session.execute(stmt)) or 0, 0)
 
 
 def start_sending(session: Session, edition: Edition, now: datetime) -> None:

@@ -404,12 +404,12 @@ def send_queued(
     """
     db: Database = app.extensions["db"]
     settings = SendSettings.from_config(app.config)
-    overrides = {
-        "connections": connections,
-        "rate_per_second": rate_per_second,
-        "batch_size": batch_size,
-    }
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if connections is not None:
+        settings = replace(settings, connections=connections)
+    if rate_per_second is not None:
+        settings = replace(settings, rate_per_second=rate_per_second)
+    if batch_size is not None:
+        settings = replace(settings, batch_size=batch_size)
     with db.session() as session:
         scope = [edition_id] if edition_id is not None else sending_editions(session)
         messages = _load_messages(app, session, scope) if scope else {}

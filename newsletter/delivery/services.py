@@ -133,7 +133,8 @@ def uncomposed_editions(app: Flask) -> list[UncomposedEdition]:
             .order_by(Edition.date)
         ).all()
         return [
-            UncomposedEdition(day, eid, _waiting(session, eid), cause) for eid, day, cause in found
+            UncomposedEdition(day, eid, _waiting(session, eid), cause or "")
+            for eid, day, cause in found
         ]
 
 

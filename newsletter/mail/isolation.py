@@ -122,8 +122,8 @@ def _child(job: socket.socket) -> None:
     except MemoryError:
         answer = b'{"status": "memory"}'
     except BaseException as exc:  # reported to the parent, which raises it there
-        answer = json.dumps({"status": "error", "value": f"{type(exc).__name__}: {exc}"})
-        answer = answer.encode()
+        failure = {"status": "error", "value": f"{type(exc).__name__}: {exc}"}
+        answer = json.dumps(failure).encode()
     _send_frame(job, answer)
 
 

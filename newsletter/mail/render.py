@@ -294,7 +294,7 @@ def _tojson(eval_ctx: Any, value: Any, indent: int | None = None) -> Markup:
 def _bound_filters() -> dict[str, Callable[..., Any]]:
     """The filters that can build something much bigger than their input, bounded. Each
     keeps its original's `pass_*` marker, so Jinja calls it the same way."""
-    originals = {
+    originals: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
         "center": (jinja_filters.do_center, _center),
         "indent": (jinja_filters.do_indent, _indent),
         "wordwrap": (jinja_filters.do_wordwrap, _wordwrap),
@@ -305,7 +305,7 @@ def _bound_filters() -> dict[str, Callable[..., Any]]:
         "format": (jinja_filters.do_format, _format),
         "tojson": (jinja_filters.do_tojson, _tojson),
     }
-    bounded = {}
+    bounded: dict[str, Callable[..., Any]] = {}
     for name, (original, guard) in originals.items():
         guard.__dict__.update(original.__dict__)  # jinja_pass_arg
         bounded[name] = guard

@@ -139,7 +139,7 @@ def find_reader(session: Session, email: str) -> Reader | None:
     return session.scalar(select(Reader).where(Reader.email_key == email.lower()))
 
 
-def audience_query() -> Select[tuple[Reader]]:
+def audience_query() -> Select[Reader]:
     """Readers who get list mail: confirmed ones only (never pending, unsubscribed, bounced)."""
     return select(Reader).where(Reader.status == ReaderStatus.CONFIRMED).order_by(Reader.id)
 

@@ -102,6 +102,7 @@ def unsubscribe(token: str):  # type: ignore[no-untyped-def]
 
 def _account_page(error: str | None = None, status: int = 200):  # type: ignore[no-untyped-def]
     reader = current_reader()
+    assert reader is not None  # noqa: S101 (the views calling this are login_required)
     return render_template(
         "account.html",
         reader=reader,

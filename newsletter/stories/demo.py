@@ -208,8 +208,8 @@ def _story(
     }
     used = set()
     articles = []
-    for position, (side, (slug, _name, _bias, _fact)) in enumerate(outlets):
-        options = [title] + [h.format(**names) for h in HEADLINES[side]]
+    for position, (outlet_side, (slug, _name, _bias, _fact)) in enumerate(outlets):
+        options = [title] + [h.format(**names) for h in HEADLINES[outlet_side]]
         free = [h for h in options if h not in used] or [f"{title}: Latest ({position + 1})"]
         headline = rng.choice(free)
         used.add(headline)

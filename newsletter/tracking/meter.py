@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.billing.entitlement import Plan, certainly_free, plan_of
-from newsletter.db import NO_FLUSH_WAIT, DriverStatement, UTCDateTime, utcnow
+from newsletter.db import NO_FLUSH_WAIT, DriverStatement, UTCDateTime, table_of, utcnow
 from newsletter.editions.models import Edition
 from newsletter.readers.models import Reader
 from newsletter.stories.models import Story
@@ -153,7 +153,7 @@ def access_for(
 
 
 _reads, _readers, _stories, _editions = (
-    Read.__table__, Reader.__table__, Story.__table__, Edition.__table__
+    table_of(Read), table_of(Reader), table_of(Story), table_of(Edition)
 )  # fmt: skip
 _STORY_MATCHES = (
     select(_stories.c.id)

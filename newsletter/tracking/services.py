@@ -8,7 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from newsletter.db import utcnow
+from newsletter.db import table_of, utcnow
 from newsletter.delivery.models import Delivery
 from newsletter.editions.models import EditionStory
 from newsletter.readers.models import Reader
@@ -26,8 +26,8 @@ def _on_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-_stories, _edition_stories = Story.__table__, EditionStory.__table__
-_readers, _deliveries = Reader.__table__, Delivery.__table__
+_stories, _edition_stories = table_of(Story), table_of(EditionStory)
+_readers, _deliveries = table_of(Reader), table_of(Delivery)
 
 # The story a tracked link leads to: an edition_stories row implies its edition (the
 # foreign key cascades).
@@ -108,7 +108,7 @@ _CLICK_COLUMNS = (
     "user_agent", "ip_prefix", "bot", "bot_reason",
 )  # fmt: skip
 _COPY_CLICKS = f"COPY clicks ({', '.join(_CLICK_COLUMNS)}) FROM STDIN"
-_INSERT_CLICK = insert(Click.__table__)
+_INSERT_CLICK = insert(table_of(Click))
 
 
 def write_clicks(session: Session, clicks: list[PendingClick]) -> int:
