@@ -46,6 +46,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy -p newsletter -p jobs -p webhooks
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -66,15 +66,22 @@ class Urllib3Client(stripe.HTTPClient):
     def __init__(self, timeout: float = READ_TIMEOUT, proxy: str | None = None) -> None:
         super().__init__(verify_ssl_certs=True, proxy=proxy)
         self._timeout = urllib3.Timeout(connect=30, read=timeout)
-        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": stripe.ca_bundle_path}
+        bundle = stripe.ca_bundle_path
         self._pool: urllib3.PoolManager = (
-            urllib3.ProxyManager(proxy, maxsize=10, **tls)
+            urllib3.ProxyManager(proxy, maxsize=10, cert_reqs="CERT_REQUIRED", ca_certs=bundle)
             if proxy
-            else urllib3.PoolManager(maxsize=10, **tls)
+            else urllib3.PoolManager(maxsize=10, cert_reqs="CERT_REQUIRED", ca_certs=bundle)
         )
 
-    def request(
-        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
+    # The body is bytes, as from stripe-python's own clients, though its base class says str.
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
     ) -> tuple[bytes, int, Mapping[str, str]]:
         try:
             response = self._pool.request(
@@ -102,7 +109,13 @@ class Urllib3Client(stripe.HTTPClient):
         return response.data, response.status, response.headers
 
     def request_stream(
-        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
     ) -> tuple[Any, int, Mapping[str, str]]:
         # Only file downloads stream; billing never asks for one.
         raise NotImplementedError("streaming responses are not used here")
