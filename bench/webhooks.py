@@ -16,7 +16,7 @@
    Each post is built when it is sent (`Poster`), as Stripe sends live events: the event
    was created (`created`, whole seconds) then, a redelivery carries its original's
    `created`, and the signature (`t=…,v1=…`, HMAC-SHA256) is made at that moment. So no
-   stored read can cover an event (`billing.events.settle_from_store`): each one re-reads
+   stored read can cover an event (the probe in `billing.webhooks`): each one re-reads
    its subscription from Stripe. With `--late S` the events were created S seconds
    before their first post, as when Stripe retries what queued while the endpoint was
    down: then each subscription's first event re-reads it, and that read covers its

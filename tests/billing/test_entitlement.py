@@ -130,3 +130,31 @@ class TestStripeShapes:
         assert not payment_failed({"status": "open", "attempted": False, "attempt_count": 0})
         assert not payment_failed({"status": "paid", "attempted": True})
         assert not payment_failed({"status": "void", "attempted": True})
+
+
+STATUSES = ("trialing", "active", "past_due", "unpaid", "canceled", "incomplete", "paused", "new")
+
+
+@pytest.mark.parametrize("our_price", [True, False])
+@pytest.mark.parametrize("status", STATUSES)
+def test_certainly_free_never_contradicts_the_rule(status, our_price):  # type: ignore[no-untyped-def]
+    """The meter's one-statement charge skips the rule when `certainly_free` holds: it
+    must hold only where `plan_for` says free."""
+    from sqlalchemy import create_engine, literal, select
+    from sqlalchemy.orm import Session
+
+    from newsletter.billing.entitlement import certainly_free
+
+    engine = create_engine("sqlite://")
+    BillingSubscription.__table__.create(engine)
+    row = sub(status, our_price=our_price, past_due_since=NOW)
+    row.reader_id, row.stripe_subscription_id, row.stripe_customer_id = 1, "sub_1", "cus_1"
+    row.synced_at = row.created_at = NOW
+    with Session(engine) as session:
+        assert session.scalar(select(certainly_free(literal(1)))) is True
+        session.add(row)
+        session.flush()
+        free = session.scalar(select(certainly_free(literal(1))))
+        if plan_for(row, NOW) != Plan.FREE:
+            assert free is False
+        assert session.scalar(select(certainly_free(literal(2)))) is True
