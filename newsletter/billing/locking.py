@@ -11,6 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from newsletter.billing.models import BillingSubscription
+from newsletter.db import table_of
 
 INSERTS: dict[str, Any] = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 
@@ -27,8 +28,8 @@ def _advisory_key(name: str) -> int:
 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 _TAKE_WRITE_LOCK = (
-    update(BillingSubscription.__table__)
-    .where(BillingSubscription.__table__.c.id < 0)
+    update(table_of(BillingSubscription))
+    .where(table_of(BillingSubscription).c.id < 0)
     .values(status="")
 )
 

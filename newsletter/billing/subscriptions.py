@@ -37,7 +37,7 @@ from newsletter.billing.stripe_objects import (
     metadata_id,
     problem_invoice_id,
 )
-from newsletter.db import DriverStatement, utcnow
+from newsletter.db import DriverStatement, table_of, utcnow
 from newsletter.editions.models import Edition
 from newsletter.stories.models import Story
 from newsletter.tracking.models import Event, EventKind
@@ -84,7 +84,7 @@ def fetch_subscription(
     return Fetched(obj, at, {i: fetch_invoice(gw, i) for i in dict.fromkeys(wanted)})
 
 
-SUBSCRIPTIONS = BillingSubscription.__table__
+SUBSCRIPTIONS = table_of(BillingSubscription)
 # The statements a webhook runs for nearly every event, built once with bound parameters:
 # building them per call (cache keys over 20-odd values) cost more than running them.
 _WRITABLE = [c for c in SUBSCRIPTIONS.columns if c.key != "id"]
@@ -127,7 +127,7 @@ def _store_with_funnel() -> DriverStatement:
     """PostgreSQL: a new subscription and its funnel events (one or two: trial started,
     paid) in one statement; the events only if the subscription was inserted."""
     stored = _INSERT_SUBSCRIPTION["postgresql"].cte("stored")
-    events = Event.__table__
+    events = table_of(Event)
     steps = values(
         column("kind", events.c.kind.type), column("at", events.c.at.type), name="steps"
     ).data([(bindparam("kind_1"), bindparam("at_1")), (bindparam("kind_2"), bindparam("at_2"))])
@@ -197,7 +197,7 @@ def write_subscription(
         raise _StoredMeanwhile(row.stripe_subscription_id)
     if funnel:
         # Core on the connection, not the ORM: nothing reads these rows back.
-        connection.execute(insert(Event.__table__), funnel)
+        connection.execute(insert(table_of(Event)), funnel)
     return True
 
 
