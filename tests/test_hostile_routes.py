@@ -315,6 +315,9 @@ def app_settings(fake_stripe: FakeStripe) -> dict[str, Any]:  # noqa: F811
         "STRIPE_WEBHOOK_SECRET": SECRET,
         "RATE_LIMIT_PER_IP": "1000000/3600",
         "RATE_LIMIT_PER_ADDRESS": "1000000/3600",
+        # The walker's tracked clicks stay buffered: on SQLite a background write landing
+        # between a request's read and its write fails that request (a stale snapshot).
+        "CLICK_FLUSH_SECONDS": 60.0,
     }
 
 
