@@ -124,7 +124,7 @@ def edition_stories(edition_id: int):  # type: ignore[no-untyped-def]
     except InvalidInput as exc:
         session.rollback()
         flash(exc.message, "error")
-        return redirect(url_for("admin.edition", edition_id=edition_id), 303)
+        return _edition_page(edition_id)
     services.audit(
         session,
         current_staff(),
@@ -137,7 +137,7 @@ def edition_stories(edition_id: int):  # type: ignore[no-untyped-def]
         flash(f"Done, but the edition still cannot be composed: {found.compose_error}", "error")
     else:
         flash("Done: every variant was rendered again.", "ok")
-    return redirect(url_for("admin.edition", edition_id=edition_id), 303)
+    return _edition_page(edition_id)
 
 
 @bp.post("/editions/<int:edition_id>/test")
@@ -164,7 +164,7 @@ def edition_test(edition_id: int):  # type: ignore[no-untyped-def]
         )
         session.commit()
         flash(f"The {plan.value} variant was sent to {staff.email}.", "ok")
-    return redirect(url_for("admin.edition", edition_id=edition_id), 303)
+    return _edition_page(edition_id)
 
 
 @bp.post("/editions/<int:edition_id>/pause")
@@ -185,7 +185,7 @@ def _set_paused(edition_id: int, paused: bool):  # type: ignore[no-untyped-def]
     except InvalidInput as exc:
         session.rollback()
         flash(exc.message, "error")
-        return redirect(url_for("admin.edition", edition_id=edition_id), 303)
+        return _edition_page(edition_id)
     services.audit(
         session,
         current_staff(),
@@ -200,4 +200,9 @@ def _set_paused(edition_id: int, paused: bool):  # type: ignore[no-untyped-def]
         else "Resumed: the worker carries on with the send within a minute.",
         "ok",
     )
+    return _edition_page(edition_id)
+
+
+def _edition_page(edition_id: int):  # type: ignore[no-untyped-def]
+    """Back to the edition's page after a form, where the flashed message shows."""
     return redirect(url_for("admin.edition", edition_id=edition_id), 303)
