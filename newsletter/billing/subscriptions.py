@@ -320,9 +320,11 @@ def apply_subscription(
     fetched: Fetched,
     *,
     row: BillingSubscription | None,
+    told: dict[str, str] | None = None,
 ) -> BillingSubscription | None:
     """Write a subscription as `fetched` from Stripe over its `row` (from
-    `lock_subscription`, so nobody else writes it meanwhile).
+    `lock_subscription`, so nobody else writes it meanwhile). `told`, when given, gets
+    the outcome of the failed-invoice notice the write made, by invoice id.
 
     Ignored (None): another product's subscription we never had, or a customer no reader
     matches. A row synced after `fetched.at` is fresher than `fetched` and is left alone."""
@@ -356,7 +358,9 @@ def apply_subscription(
     if row.status in PAYMENT_PROBLEM:
         # Stripe's state says a payment failed: tell the reader once, whether or not the
         # invoice.payment_failed event arrives (localstripe, for one, never sends it).
-        tell_failed_invoice(session, row, data.latest_invoice_id, fetched)
+        outcome = tell_failed_invoice(session, row, data.latest_invoice_id, fetched)
+        if told is not None and data.latest_invoice_id:
+            told[data.latest_invoice_id] = outcome
     return row
 
 
@@ -366,10 +370,12 @@ def sync_subscription(
     subscription_id: str,
     *,
     fetched: Fetched | None = None,
+    told: dict[str, str] | None = None,
 ) -> BillingSubscription | None:
     """Re-read one subscription from Stripe (or take `fetched`, read earlier by the
     caller, holding no lock) and store it: lock its row, then `apply_subscription`,
-    which keeps whichever read is newer, this one or what another sync stored meanwhile."""
+    which keeps whichever read is newer, this one or what another sync stored meanwhile.
+    `told`: as `apply_subscription`'s."""
     fetched = fetched or fetch_subscription(gw, subscription_id)
     if fetched.obj is None:
         log.warning("subscription %s: not found at Stripe", subscription_id)
@@ -377,7 +383,7 @@ def sync_subscription(
     for _ in range(3):  # a second try finds the row; a third only if it was deleted
         row = lock_subscription(session, subscription_id)
         try:
-            return apply_subscription(session, gw, fetched, row=row)
+            return apply_subscription(session, gw, fetched, row=row, told=told)
         except _StoredMeanwhile:
             continue  # the row is there now (committed): lock it and sync over it
     raise RuntimeError(f"subscription {subscription_id} kept changing while it was stored")

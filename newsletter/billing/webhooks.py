@@ -61,8 +61,6 @@ from newsletter.db import (
     upsert,
     utcnow,
 )
-from newsletter.readers.models import Reader
-from newsletter.readers.suppression import may_email
 
 log = logging.getLogger(__name__)
 
@@ -337,19 +335,11 @@ def _payment_failed(
     invoice_id = payload_id(invoice.get("id"))
     if invoice_id is None:
         return "ignored: no invoice"
-    told_before = session.scalar(
-        select(BillingSubscription.payment_failure_invoice_id).where(
-            BillingSubscription.stripe_subscription_id == subscription_id
-        )
-    )
-    row = sync_subscription(session, gw, subscription_id, fetched=fetched.subscription)
+    told: dict[str, str] = {}
+    row = sync_subscription(session, gw, subscription_id, fetched=fetched.subscription, told=told)
     if row is None or not row.our_price:
         return "ignored: not ours"
-    if row.payment_failure_invoice_id == invoice_id and told_before != invoice_id:
-        # The sync saw the failure and told the reader, unless the address is suppressed.
-        reader = session.get(Reader, row.reader_id)
-        if reader is not None and may_email(reader):
-            return "emailed: payment failed"
-        return "no email: address refuses mail"
+    if invoice_id in told:  # the sync saw the failure and gave the notice its outcome
+        return told[invoice_id]
     assert fetched.subscription is not None  # fetched for its subscription id
     return tell_failed_invoice(session, row, invoice_id, fetched.subscription)
