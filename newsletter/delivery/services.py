@@ -52,7 +52,7 @@ ANALYZE_AFTER = 1000
 def _refresh_statistics(db: Database, queued: int) -> None:
     """Fresh statistics after a big enqueue. Autovacuum analyzes the table only after its
     next nap; until then the planner may think `deliveries` or `readers` tiny and choose
-    scans that make every per-message ledger write several times slower (measured)."""
+    scans that slow every per-message ledger write down."""
     if db.is_postgres and queued >= ANALYZE_AFTER:
         with db.engine.begin() as conn:
             conn.execute(text("ANALYZE deliveries, readers"))
