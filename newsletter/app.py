@@ -22,6 +22,7 @@ from newsletter.config import TEMPLATES_DIR, Config
 from newsletter.db import Database, close_session, db_session
 from newsletter.errors import UNEXPECTED_ERROR, NewsletterError, RateLimited
 from newsletter.extensions import csrf
+from newsletter.headers import CONTENT_SECURITY_POLICY, security_headers
 from newsletter.inputs import IdConverter
 from newsletter.lean import LeanRoutes
 from newsletter.mail import sending
@@ -30,31 +31,7 @@ from newsletter.web import refuse_unstorable
 
 log = logging.getLogger(__name__)
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
-    "object-src 'none'"
-)
-_ALWAYS = (
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "strict-origin-when-cross-origin"),
-)
-
-
-def security_headers(present: set[str], csp: str | None, *, hsts: bool) -> list[tuple[str, str]]:
-    """The security headers a response lacks, given the (lower-case) names it has and its
-    own Content-Security-Policy if it set one: a view's own header always wins."""
-    missing = []
-    if csp is None:
-        csp = CONTENT_SECURITY_POLICY
-        missing.append(("Content-Security-Policy", csp))
-    missing += [(name, value) for name, value in _ALWAYS if name.lower() not in present]
-    if "x-frame-options" not in present:
-        framing = "frame-ancestors 'none'" in csp
-        missing.append(("X-Frame-Options", "DENY" if framing else "SAMEORIGIN"))
-    if hsts and "strict-transport-security" not in present:
-        missing.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
-    return missing
+__all__ = ["CONTENT_SECURITY_POLICY", "create_app", "security_headers"]
 
 
 class _SessionInterface(SecureCookieSessionInterface):
@@ -106,10 +83,9 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     # `<int:…>` in every rule: bounded to the database's integer range (a larger id: 404).
     app.url_map.converters["int"] = IdConverter
 
-    # The hot JSON routes, answered before Flask (newsletter/lean.py); each module that
-    # has one registers it below, beside its Flask view.
-    hsts = app.config["SESSION_COOKIE_SECURE"]
-    lean = LeanRoutes(app, app.wsgi_app, security_headers(set(), None, hsts=hsts))
+    # The hot JSON routes, answered before Flask (newsletter/lean.py); a view declares
+    # its fast path with `lean.fast_path`, and its blueprint's registration adds it here.
+    lean = LeanRoutes(app, app.wsgi_app)
     app.wsgi_app = app.extensions["lean_routes"] = lean  # type: ignore[method-assign]
     db = Database(cfg.DATABASE_URL)
     app.extensions["db"] = db

@@ -12,7 +12,6 @@ job now, False when another one is running it (the caller skips this run):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import socket
@@ -20,11 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, delete, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import String, delete
 from sqlalchemy.orm import Mapped, mapped_column
 
-from newsletter.db import Base, Database, table_of, utcnow
+from newsletter.db import Base, Database, table_of, upsert, utcnow
+from newsletter.db import advisory_key as _advisory_key
+from newsletter.db.dialect import TRY_ADVISORY_XACT_LOCK
 
 
 class JobLock(Base):
@@ -41,26 +41,22 @@ def process_id() -> str:
 
 
 def advisory_key(name: str) -> int:
-    """A stable signed 64-bit key per job name (Python's hash() changes per process)."""
-    return int.from_bytes(
-        hashlib.sha256(b"bsd-job:" + name.encode()).digest()[:8], "big", signed=True
-    )
+    """The PostgreSQL advisory-lock key of job `name`."""
+    return _advisory_key("job", name)
 
 
 @contextmanager
 def job_lock(db: Database, name: str, *, ttl: float = 900) -> Iterator[bool]:
     if db.is_postgres:
         with db.engine.connect() as conn, conn.begin():
-            acquired = conn.scalar(
-                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": advisory_key(name)}
-            )
+            acquired = conn.scalar(TRY_ADVISORY_XACT_LOCK, {"key": advisory_key(name)})
             yield bool(acquired)
         return
 
     owner = process_id()
     now = utcnow()
     table = table_of(JobLock)
-    stmt = sqlite_insert(table).values(
+    stmt = upsert(table, db.engine).values(
         name=name, owner=owner, expires_at=now + timedelta(seconds=ttl)
     )
     stmt = stmt.on_conflict_do_update(

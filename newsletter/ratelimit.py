@@ -11,10 +11,9 @@ import hashlib
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, Integer, String, delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
-from newsletter.db import Base, utcnow
+from newsletter.db import Base, upsert, utcnow
 from newsletter.errors import RateLimited
 
 
@@ -45,8 +44,7 @@ def hit(
     now = now or utcnow()
     epoch = int(now.timestamp())
     window = epoch - epoch % seconds
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(RateLimitHit).values(
+    stmt = upsert(RateLimitHit, engine).values(
         key=_key(scope, value),
         window_start=window,
         count=1,

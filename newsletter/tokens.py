@@ -204,9 +204,9 @@ class CompactSigner:
     """Short tokens for a fixed number of non-negative integers: the varints, for a timed
     token the second it was made, and an 80-bit truncated HMAC-SHA256 under a key derived
     from the secret and a label (so one kind of token never passes for another);
-    base64url without padding. About a tenth of the CPU of an itsdangerous token, which
-    matters on the paths that make or check one per request (tracked redirects, reading
-    cookies, read confirmations)."""
+    base64url without padding. Far cheaper than an itsdangerous token (no JSON, no
+    timestamp parsing), which matters on the paths that make or check one per request
+    (tracked redirects, reading cookies, read confirmations)."""
 
     def __init__(self, secret: str, label: bytes, fields: int, *, timed: bool) -> None:
         key = hashlib.sha256(label + b"\x00" + secret.encode()).digest()

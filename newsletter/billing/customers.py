@@ -11,10 +11,9 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from newsletter.billing.gateway import StripeGateway, is_not_found
-from newsletter.billing.locking import insert_for
 from newsletter.billing.models import BillingCustomer
 from newsletter.billing.stripe_objects import metadata_id
-from newsletter.db import DriverStatement, utcnow
+from newsletter.db import DriverStatement, upsert, utcnow
 from newsletter.readers.models import Reader
 
 
@@ -38,7 +37,7 @@ def _store_customer(
     session: Session, reader_id: int, customer_id: str, email: str | None
 ) -> BillingCustomer:
     session.execute(
-        insert_for(session)(BillingCustomer)
+        upsert(BillingCustomer, session)
         .values(
             reader_id=reader_id, stripe_customer_id=customer_id, email=email, created_at=utcnow()
         )

@@ -1,32 +1,15 @@
-"""Serializing billing work on one Stripe object, and the dialect's upsert."""
+"""Serializing billing work on one Stripe object."""
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any
-
-from sqlalchemy import text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from newsletter.billing.models import BillingSubscription
-from newsletter.db import table_of
+from newsletter.db import advisory_key, is_postgres, table_of
+from newsletter.db.dialect import ADVISORY_XACT_LOCK
 
-INSERTS: dict[str, Any] = {"postgresql": pg_insert, "sqlite": sqlite_insert}
-
-
-def insert_for(session: Session) -> Any:
-    return INSERTS[session.get_bind().dialect.name]
-
-
-def _advisory_key(name: str) -> int:
-    return int.from_bytes(
-        hashlib.sha256(b"bsd-billing:" + name.encode()).digest()[:8], "big", signed=True
-    )
-
-
-_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+# SQLite has no row locks: a write that changes nothing takes its one write lock.
 _TAKE_WRITE_LOCK = (
     update(table_of(BillingSubscription))
     .where(table_of(BillingSubscription).c.id < 0)
@@ -37,12 +20,11 @@ _TAKE_WRITE_LOCK = (
 def lock(session: Session, name: str) -> None:
     """Serialize work on one Stripe object until this transaction ends.
 
-    PostgreSQL: a transaction-scoped advisory lock. SQLite: its one write lock, taken by a
-    write that changes nothing (SQLite has no row locks). Call it first in a transaction:
-    on SQLite a transaction that has read cannot take the write lock once another writer
-    has committed."""
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: its one write lock. Call it
+    first in a transaction: on SQLite a transaction that has read cannot take the write
+    lock once another writer has committed."""
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(_ADVISORY_LOCK, {"k": _advisory_key(name)})
+    if is_postgres(connection):
+        connection.execute(ADVISORY_XACT_LOCK, {"key": advisory_key("billing", name)})
     else:
         connection.execute(_TAKE_WRITE_LOCK)

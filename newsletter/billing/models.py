@@ -16,9 +16,10 @@ from newsletter.db import Base, utcnow
 
 
 class BillingCustomer(Base):
-    """A Stripe customer matched to a reader (INTERFACE.md: by the stored id, else by
-    `metadata.reader_id`, else by an email exactly one reader has). A reader may have
-    several: one the app made at checkout, others made by hand or by a Payment Link."""
+    """A Stripe customer matched to a reader (by the stored id, else by
+    `metadata.reader_id`, else by an email exactly one reader has: `billing.customers`).
+    A reader may have several: one the app made at checkout, others made by hand or by a
+    Payment Link."""
 
     __tablename__ = "billing_customers"
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.billing.customers import reader_for_customer
 from newsletter.billing.gateway import StripeGateway, is_not_found
-from newsletter.billing.locking import INSERTS, lock
+from newsletter.billing.locking import lock
 from newsletter.billing.models import BillingSubscription
 from newsletter.billing.notifications import notify_failed_invoice
 from newsletter.billing.stripe_objects import (
@@ -37,7 +37,15 @@ from newsletter.billing.stripe_objects import (
     metadata_id,
     problem_invoice_id,
 )
-from newsletter.db import DriverStatement, table_of, utcnow
+from newsletter.db import (
+    POSTGRESQL,
+    SQLITE,
+    DriverStatement,
+    is_postgres,
+    table_of,
+    upserts,
+    utcnow,
+)
 from newsletter.editions.models import Edition
 from newsletter.stories.models import Story
 from newsletter.tracking.models import Event, EventKind
@@ -98,14 +106,13 @@ _LOCK_SUBSCRIPTION = DriverStatement(
 # A first sync claims the subscription by inserting it: a second first sync of it waits on
 # that insert (the unique id), then finds the row and syncs again over it.
 _INSERT_SUBSCRIPTION = {
-    dialect: insert_(SUBSCRIPTIONS)
-    .values({c: bindparam(c.key, type_=c.type) for c in _WRITABLE})
+    dialect: insert_.values({c: bindparam(c.key, type_=c.type) for c in _WRITABLE})
     .on_conflict_do_nothing(index_elements=["stripe_subscription_id"])
     .returning(SUBSCRIPTIONS.c.id)
-    for dialect, insert_ in INSERTS.items()
+    for dialect, insert_ in upserts(SUBSCRIPTIONS).items()
 }
 _STORE_SUBSCRIPTION = DriverStatement(
-    _INSERT_SUBSCRIPTION["postgresql"], elsewhere=_INSERT_SUBSCRIPTION["sqlite"]
+    _INSERT_SUBSCRIPTION[POSTGRESQL], elsewhere=_INSERT_SUBSCRIPTION[SQLITE]
 )
 _UPDATE = (
     update(SUBSCRIPTIONS)
@@ -126,7 +133,7 @@ _UPDATE_UNLESS_CHANGED = DriverStatement(
 def _store_with_funnel() -> DriverStatement:
     """PostgreSQL: a new subscription and its funnel events (one or two: trial started,
     paid) in one statement; the events only if the subscription was inserted."""
-    stored = _INSERT_SUBSCRIPTION["postgresql"].cte("stored")
+    stored = _INSERT_SUBSCRIPTION[POSTGRESQL].cte("stored")
     events = table_of(Event)
     steps = values(
         column("kind", events.c.kind.type), column("at", events.c.at.type), name="steps"
@@ -178,7 +185,7 @@ def write_subscription(
             return False
     elif row.id is not None:
         _UPDATE_SUBSCRIPTION.execute(connection, {**values_, "row_id": row.id})
-    elif funnel and connection.dialect.name == "postgresql" and len(funnel) <= 2:
+    elif funnel and is_postgres(connection) and len(funnel) <= 2:
         steps = [(e["kind"].value, e["at"]) for e in funnel] + [(None, None)] * 2
         row.id = _STORE_WITH_FUNNEL.scalar(
             connection,
@@ -214,7 +221,7 @@ def lock_subscription(session: Session, subscription_id: str) -> BillingSubscrip
     statement: webhooks run this for nearly every event, and the ORM's unit of work
     costs more here than the statements themselves."""
     connection = session.connection()
-    if connection.dialect.name != "postgresql":
+    if not is_postgres(connection):
         lock(session, f"subscription:{subscription_id}")
     found = _LOCK_SUBSCRIPTION.mapping(connection, {"sid": subscription_id})
     return BillingSubscription(**found) if found is not None else None
@@ -313,9 +320,11 @@ def apply_subscription(
     fetched: Fetched,
     *,
     row: BillingSubscription | None,
+    told: dict[str, str] | None = None,
 ) -> BillingSubscription | None:
     """Write a subscription as `fetched` from Stripe over its `row` (from
-    `lock_subscription`, so nobody else writes it meanwhile).
+    `lock_subscription`, so nobody else writes it meanwhile). `told`, when given, gets
+    the outcome of the failed-invoice notice the write made, by invoice id.
 
     Ignored (None): another product's subscription we never had, or a customer no reader
     matches. A row synced after `fetched.at` is fresher than `fetched` and is left alone."""
@@ -349,7 +358,9 @@ def apply_subscription(
     if row.status in PAYMENT_PROBLEM:
         # Stripe's state says a payment failed: tell the reader once, whether or not the
         # invoice.payment_failed event arrives (localstripe, for one, never sends it).
-        tell_failed_invoice(session, row, data.latest_invoice_id, fetched)
+        outcome = tell_failed_invoice(session, row, data.latest_invoice_id, fetched)
+        if told is not None and data.latest_invoice_id:
+            told[data.latest_invoice_id] = outcome
     return row
 
 
@@ -359,10 +370,12 @@ def sync_subscription(
     subscription_id: str,
     *,
     fetched: Fetched | None = None,
+    told: dict[str, str] | None = None,
 ) -> BillingSubscription | None:
     """Re-read one subscription from Stripe (or take `fetched`, read earlier by the
     caller, holding no lock) and store it: lock its row, then `apply_subscription`,
-    which keeps whichever read is newer, this one or what another sync stored meanwhile."""
+    which keeps whichever read is newer, this one or what another sync stored meanwhile.
+    `told`: as `apply_subscription`'s."""
     fetched = fetched or fetch_subscription(gw, subscription_id)
     if fetched.obj is None:
         log.warning("subscription %s: not found at Stripe", subscription_id)
@@ -370,7 +383,7 @@ def sync_subscription(
     for _ in range(3):  # a second try finds the row; a third only if it was deleted
         row = lock_subscription(session, subscription_id)
         try:
-            return apply_subscription(session, gw, fetched, row=row)
+            return apply_subscription(session, gw, fetched, row=row, told=told)
         except _StoredMeanwhile:
             continue  # the row is there now (committed): lock it and sync over it
     raise RuntimeError(f"subscription {subscription_id} kept changing while it was stored")

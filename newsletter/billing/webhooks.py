@@ -37,7 +37,6 @@ from sqlalchemy.orm import Session
 
 from newsletter.billing.customers import fetch_customer, refresh_customer
 from newsletter.billing.gateway import StripeGateway
-from newsletter.billing.locking import INSERTS
 from newsletter.billing.models import BillingSubscription, StripeEvent
 from newsletter.billing.notifications import notify_trial_will_end
 from newsletter.billing.stripe_objects import (
@@ -53,9 +52,15 @@ from newsletter.billing.subscriptions import (
     sync_unlocked,
     tell_failed_invoice,
 )
-from newsletter.db import NO_FLUSH_WAIT, DriverStatement, utcnow
-from newsletter.readers.models import Reader
-from newsletter.readers.suppression import may_email
+from newsletter.db import (
+    NO_FLUSH_WAIT,
+    POSTGRESQL,
+    SQLITE,
+    DriverStatement,
+    is_postgres,
+    upsert,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +119,7 @@ def _insert_event(dialect: str, *conditions: Any) -> Any:
     id when it went in, nothing when it was stored before."""
     row = select(*(bindparam(name, type_=_EVENTS.c[name].type) for name in _EVENT_COLUMNS))
     return (
-        INSERTS[dialect](_EVENTS)
+        upsert(_EVENTS, dialect)
         .from_select(_EVENT_COLUMNS, row.where(*conditions))
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(_EVENTS.c.event_id)
@@ -124,9 +129,9 @@ def _insert_event(dialect: str, *conditions: Any) -> Any:
 # Built once: webhooks run this insert for every event they process. Not durable: on
 # PostgreSQL its commit does not wait for the disk.
 _RECORD_EVENT = {
-    True: DriverStatement(_insert_event("postgresql"), elsewhere=_insert_event("sqlite")),
+    True: DriverStatement(_insert_event(POSTGRESQL), elsewhere=_insert_event(SQLITE)),
     False: DriverStatement(
-        _insert_event("postgresql", NO_FLUSH_WAIT == "off"), elsewhere=_insert_event("sqlite")
+        _insert_event(POSTGRESQL, NO_FLUSH_WAIT == "off"), elsewhere=_insert_event(SQLITE)
     ),
 }
 
@@ -186,7 +191,7 @@ def _probe(connection: Connection, event: Mapping[str, Any]) -> _Probed:
     is still caught by `record_event`'s unique insert."""
     created = event_created(event)
     sync_only = event["type"] in SYNC_ONLY_EVENTS and created is not None
-    postgres = connection.dialect.name == "postgresql"
+    postgres = is_postgres(connection)
     if (
         not (sync_only and postgres)
         and created is not None
@@ -330,19 +335,11 @@ def _payment_failed(
     invoice_id = payload_id(invoice.get("id"))
     if invoice_id is None:
         return "ignored: no invoice"
-    told_before = session.scalar(
-        select(BillingSubscription.payment_failure_invoice_id).where(
-            BillingSubscription.stripe_subscription_id == subscription_id
-        )
-    )
-    row = sync_subscription(session, gw, subscription_id, fetched=fetched.subscription)
+    told: dict[str, str] = {}
+    row = sync_subscription(session, gw, subscription_id, fetched=fetched.subscription, told=told)
     if row is None or not row.our_price:
         return "ignored: not ours"
-    if row.payment_failure_invoice_id == invoice_id and told_before != invoice_id:
-        # The sync saw the failure and told the reader, unless the address is suppressed.
-        reader = session.get(Reader, row.reader_id)
-        if reader is not None and may_email(reader):
-            return "emailed: payment failed"
-        return "no email: address refuses mail"
+    if invoice_id in told:  # the sync saw the failure and gave the notice its outcome
+        return told[invoice_id]
     assert fetched.subscription is not None  # fetched for its subscription id
     return tell_failed_invoice(session, row, invoice_id, fetched.subscription)

@@ -15,10 +15,10 @@ from typing import TypeVar
 
 from flask import Flask
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter.db import Database, utcnow
+from newsletter.db import Database, committed, utcnow
 from newsletter.delivery.ledger import (
     DueDate,
     deliveries,
@@ -39,20 +39,10 @@ T = TypeVar("T")
 
 
 def _committed(db: Database, work: Callable[[Session], T]) -> T:
-    """Run `work` in its own transaction, retried (twice at most) when it collided with
+    """Run `work` in a writing unit of work of its own, run again when it collided with
     another process: two assembling the same date at once (the loser's unique violation
-    finds the winner's edition), or, on SQLite, a writer that committed between this
-    transaction's reads and its first write."""
-    for attempt in range(3):
-        try:
-            with db.session() as session:
-                return work(session)
-        except (IntegrityError, OperationalError) as exc:
-            busy = isinstance(exc, OperationalError) and "locked" in str(exc.orig)
-            if attempt == 2 or not (busy or isinstance(exc, IntegrityError)):
-                raise
-            log.info("collided with another process (%s); retrying", exc.orig)
-    raise AssertionError("unreachable")
+    finds the winner's edition), or a serialization failure or deadlock."""
+    return committed(db, work, also=(IntegrityError,))
 
 
 # Past this many new rows, PostgreSQL's statistics are refreshed before sending.
@@ -62,7 +52,7 @@ ANALYZE_AFTER = 1000
 def _refresh_statistics(db: Database, queued: int) -> None:
     """Fresh statistics after a big enqueue. Autovacuum analyzes the table only after its
     next nap; until then the planner may think `deliveries` or `readers` tiny and choose
-    scans that make every per-message ledger write several times slower (measured)."""
+    scans that slow every per-message ledger write down."""
     if db.is_postgres and queued >= ANALYZE_AFTER:
         with db.engine.begin() as conn:
             conn.execute(text("ANALYZE deliveries, readers"))

@@ -13,7 +13,7 @@ server (WSGI's `wsgi.multithread`):
   by the view), so no client waits for it. A background thread only writes clicks no
   request came to write (a worker gone quiet). A writer thread busy beside the request
   thread would make the two take turns on the one GIL at every system call the request
-  makes: measured under gunicorn, redirects cost ~60 % more CPU (bench/README.md).
+  makes, which costs the redirects far more than the write does.
 - A threaded worker (gthread), whose request threads share the GIL anyway: the background
   thread. There a request thread that wrote would keep its connection's next request
   waiting behind the write.

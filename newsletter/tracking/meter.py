@@ -28,11 +28,19 @@ from sqlalchemy import (
     null,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.billing.entitlement import Plan, certainly_free, plan_of
-from newsletter.db import NO_FLUSH_WAIT, DriverStatement, UTCDateTime, table_of, utcnow
+from newsletter.db import (
+    NO_FLUSH_WAIT,
+    POSTGRESQL,
+    SQLITE,
+    DriverStatement,
+    UTCDateTime,
+    table_of,
+    upsert,
+    utcnow,
+)
 from newsletter.editions.models import Edition
 from newsletter.readers.models import Reader
 from newsletter.stories.models import Story
@@ -220,22 +228,20 @@ def _charge_statement(dialect: str, kind: _Charge) -> Executable:
         row = row.where(used < bindparam("limit"))
     if kind == _Charge.FIRST:
         row = row.where(certainly_free(bindparam("reader_id", type_=Integer)))
-    if dialect == "postgresql":
+    if dialect == POSTGRESQL:
         row = row.where(NO_FLUSH_WAIT == "off")
     columns = ["reader_id", "story_id", "month", "metered", "slot", "edition_id", "at"]
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert(_reads).from_select(columns, row).on_conflict_do_nothing().returning(_reads.c.slot)
-    )
+    insert = upsert(_reads, dialect).from_select(columns, row)
+    return insert.on_conflict_do_nothing().returning(_reads.c.slot)
 
 
 _CHARGE = {
     (dialect, kind): _charge_statement(dialect, kind)
-    for dialect in ("postgresql", "sqlite")
+    for dialect in (POSTGRESQL, SQLITE)
     for kind in _Charge
 }
 # The charge nearly every confirmation is, straight on the driver on PostgreSQL.
-_FIRST_CHARGE_PG = DriverStatement(_CHARGE[("postgresql", _Charge.FIRST)])
+_FIRST_CHARGE_PG = DriverStatement(_CHARGE[(POSTGRESQL, _Charge.FIRST)])
 
 
 def charge_read(
@@ -273,7 +279,7 @@ def charge_read(
     dialect = connection.dialect.name
     kind = _Charge.FIRST
     for _ in range(limit + 2):
-        if kind == _Charge.FIRST and dialect == "postgresql":
+        if kind == _Charge.FIRST and dialect == POSTGRESQL:
             slot = _FIRST_CHARGE_PG.scalar(connection, params)
         else:
             slot = connection.execute(_CHARGE[(dialect, kind)], params).scalar()

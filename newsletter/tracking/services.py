@@ -8,7 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from newsletter.db import table_of, utcnow
+from newsletter.db import driver_connection, is_postgres, table_of, utcnow
 from newsletter.delivery.models import Delivery
 from newsletter.editions.models import EditionStory
 from newsletter.readers.models import Reader
@@ -20,10 +20,6 @@ from newsletter.tracking.models import Click, Event, EventKind
 
 # Statements are built once here, with bound parameters: building one per request costs
 # more CPU than the database takes to answer it.
-
-
-def _on_postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 _stories, _edition_stories = table_of(Story), table_of(EditionStory)
@@ -156,8 +152,8 @@ def write_clicks(session: Session, clicks: list[PendingClick]) -> int:
         )
     if not rows:
         return 0
-    if _on_postgresql(session):
-        dbapi = session.connection().connection.driver_connection
+    if is_postgres(session):
+        dbapi = driver_connection(session)
         with dbapi.cursor() as cursor, cursor.copy(_COPY_CLICKS) as copy:  # type: ignore[union-attr]
             for row in rows:
                 copy.write_row(row)

@@ -10,7 +10,7 @@ from newsletter.auth.session import current_reader, signed_in_reader_id
 from newsletter.db import db_session, get_db, utcnow
 from newsletter.errors import InvalidToken, NotFound
 from newsletter.jsonbody import BadJson, error_answer, parse_json_body, request_json
-from newsletter.lean import LeanRequest
+from newsletter.lean import LeanRequest, fast_path
 from newsletter.readers.models import Reader
 from newsletter.stories.coverage import coverage
 from newsletter.stories.models import Article, Story
@@ -52,11 +52,6 @@ def init_app(app: Flask) -> None:
         db.sessionmaker, services.write_clicks, flush_seconds=app.config["CLICK_FLUSH_SECONDS"]
     )
     app.extensions["link_targets"] = services.LinkTargets()
-    # A token is ~60 bytes: a larger body, or any but JSON, is the Flask view's to answer.
-    app.extensions["lean_routes"].route(
-        "POST", r"/stories/([^/]+)/read", _lean_confirmation, max_body=4096,
-        mimetype="application/json",
-    )  # fmt: skip
 
 
 @bp.route("/r/<token>", methods=["GET", "HEAD"])
@@ -202,7 +197,27 @@ def story_page(slug: str):  # type: ignore[no-untyped-def]
     return response
 
 
-@bp.post("/stories/<slug>/read")
+def _lean_confirmation(request: LeanRequest) -> tuple[dict[str, object], int] | None:
+    """`newsletter.lean`'s handler: a reader known by the reading cookie. A session cookie
+    is Flask's to read (only its session knows who is signed in)."""
+    if current_app.config["SESSION_COOKIE_NAME"] in request.cookies:
+        return None
+    try:
+        payload = parse_json_body(request.body)  # `max_body` bounded the body
+    except BadJson as exc:
+        return error_answer(exc)
+    token = payload.get("token") if isinstance(payload, dict) else None
+    viewer_id, _ = reading_viewer(request.cookies.get(READING_COOKIE))
+    return answer_confirmation(
+        request.view_args["slug"], token, request.header("User-Agent"), viewer_id
+    )
+
+
+# A token is ~60 bytes: a larger body, or any but JSON, is the Flask view's to answer.
+@fast_path(
+    bp, "/stories/<slug>/read", methods=["POST"], answer=_lean_confirmation, max_body=4096,
+    mimetype="application/json",
+)  # fmt: skip
 def confirm_read(slug: str):  # type: ignore[no-untyped-def]
     """The story page's script, once the page is visible: charge the read (once).
 
@@ -219,20 +234,6 @@ def confirm_read(slug: str):  # type: ignore[no-untyped-def]
     viewer_id, _ = _viewer_id()
     body, status = answer_confirmation(slug, token, request.headers.get("User-Agent"), viewer_id)
     return jsonify(body), status
-
-
-def _lean_confirmation(request: LeanRequest) -> tuple[dict[str, object], int] | None:
-    """`newsletter.lean`'s handler: a reader known by the reading cookie. A session cookie
-    is Flask's to read (only its session knows who is signed in)."""
-    if current_app.config["SESSION_COOKIE_NAME"] in request.cookies:
-        return None
-    try:
-        payload = parse_json_body(request.body)  # `max_body` bounded the body
-    except BadJson as exc:
-        return error_answer(exc)
-    token = payload.get("token") if isinstance(payload, dict) else None
-    viewer_id, _ = reading_viewer(request.cookies.get(READING_COOKIE))
-    return answer_confirmation(request.args[0], token, request.header("User-Agent"), viewer_id)
 
 
 def answer_confirmation(
