@@ -109,8 +109,9 @@ def test_in_a_threaded_worker_the_background_thread_writes_a_full_batch(app, sen
             services.pending_click(claims, method="GET", user_agent=BROWSER_UA, ip=None),
             threaded=True,
         )
+    # The thread takes the batch (pending 0) before its write commits: wait for the rows.
     deadline = time.monotonic() + 10
-    while log.pending and time.monotonic() < deadline:
+    while click_count(session) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert log.pending == 0 and click_count(session) == 2
     log.close()
