@@ -8,6 +8,7 @@ duplicates them; the persistent store keeps their next run times across restarts
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import Any
 
@@ -15,6 +16,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
 
+from newsletter import logs
 from newsletter.scheduling import JOBS_TABLE
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,15 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
 
 
 def run_worker(app: Flask) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(app.config["LOG_FORMAT"])
+    port = os.environ.get("WORKER_METRICS_PORT")
+    if port:  # a worker on its own host: Prometheus scrapes it directly (no token)
+        from prometheus_client import start_http_server
+
+        from newsletter.metrics import registry_for_scrape
+
+        address = os.environ.get("WORKER_METRICS_ADDRESS", "127.0.0.1")
+        start_http_server(int(port), addr=address, registry=registry_for_scrape(None))
     scheduler = build_scheduler(app)
 
     def stop(signum: int, _frame: object) -> None:

@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 from flask import Flask
 
+from newsletter import logs, metrics
+
 log = logging.getLogger(__name__)
+
+# What a job returns when another worker holds its lock, or when it stopped without
+# raising (the next run tries again).
+SKIPPED = "skipped"
+FAILED = "failed"
+
+
+def scheduled(job: Callable[[], Any]) -> Callable[[], Any]:
+    """Every run of a job: its name on each log line it writes, one line with its outcome
+    (ok, skipped, failed) and duration, and the same in the job metrics."""
+    name = job.__name__
+
+    @functools.wraps(job)
+    def run() -> Any:
+        token = logs.job_name.set(name)
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            result = job()
+            outcome = result if result in (SKIPPED, FAILED) else "ok"
+            return result
+        except Exception:
+            log.exception("job %s failed", name)
+            raise
+        finally:
+            seconds = time.monotonic() - started
+            metrics.JOB_RUNS.labels(name, outcome).inc()
+            metrics.JOB_SECONDS.labels(name).observe(seconds)
+            log.info("job %s: %s in %.2f s", name, outcome, seconds)
+            logs.job_name.reset(token)
+
+    return run
 
 
 @lru_cache(maxsize=1)
@@ -17,6 +55,7 @@ def job_app() -> Flask:
     return create_app()
 
 
+@scheduled
 def prune_rate_limits() -> int:
     from newsletter.ratelimit import prune
 
@@ -27,7 +66,8 @@ def prune_rate_limits() -> int:
     return removed
 
 
-def deliver_due() -> None:
+@scheduled
+def deliver_due() -> str | None:
     """Every minute: queue the readers whose local delivery time has come, and send.
 
     Under a database lock, so two worker processes never both run it; the other one
@@ -41,12 +81,12 @@ def deliver_due() -> None:
     with app.app_context(), job_lock(app.extensions["db"], "deliver_due") as acquired:
         if not acquired:
             log.info("deliver_due: another worker is running it; skipped")
-            return
+            return SKIPPED
         try:
             result = run(app)
         except SendAborted as exc:  # nothing lost: the next minute's run tries again
             log.warning("deliver_due: %s", exc.message)
-            return
+            return FAILED
     r = result.report
     if r.finished or r.retried:
         log.info(
@@ -57,9 +97,11 @@ def deliver_due() -> None:
             r.suppressed,
             r.resent_after_crash,
         )
+    return None
 
 
-def assemble_ahead() -> None:
+@scheduled
+def assemble_ahead() -> str | None:
     """Hourly: make the editions of local dates starting within two hours."""
     from newsletter.delivery.services import assemble_ahead as run
     from newsletter.locks import job_lock
@@ -68,12 +110,14 @@ def assemble_ahead() -> None:
     with app.app_context(), job_lock(app.extensions["db"], "assemble_ahead") as acquired:
         if not acquired:
             log.info("assemble_ahead: another worker is running it; skipped")
-            return
+            return SKIPPED
         for result in run(app):
             log.info("assemble_ahead: %s: %s", result.day, result.outcome)
+    return None
 
 
-def reconcile_billing() -> None:
+@scheduled
+def reconcile_billing() -> str | None:
     """Daily: re-read every live Stripe subscription, so a missed webhook heals itself."""
     from newsletter.billing.gateway import gateway
     from newsletter.billing.reconcile import reconcile
@@ -82,12 +126,12 @@ def reconcile_billing() -> None:
     app = job_app()
     if not app.config.get("STRIPE_SECRET_KEY"):
         log.info("reconcile_billing: billing is not configured; skipped")
-        return
+        return SKIPPED
     db = app.extensions["db"]
     with app.app_context(), job_lock(db, "reconcile_billing", ttl=6 * 3600) as acquired:
         if not acquired:
             log.info("reconcile_billing: another worker is running it; skipped")
-            return
+            return SKIPPED
         report = reconcile(db, gateway(app))
     log.info(
         "reconcile_billing: listed %d, rechecked %d, changed %d, failed %d, pruned %d events",
@@ -97,3 +141,4 @@ def reconcile_billing() -> None:
         len(report.failed),
         report.pruned_events,
     )
+    return None

@@ -9,13 +9,16 @@ import click
 from flask import Flask
 from flask.cli import FlaskGroup
 
+from newsletter import logs
 from newsletter.app import create_app
 from newsletter.errors import NewsletterError
 
 
 def _create_app() -> Flask:
     try:
-        return create_app()
+        app = create_app()
+        logs.configure(app.config["LOG_FORMAT"])
+        return app
     except NewsletterError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(1)

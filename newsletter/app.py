@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response, abort, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from itsdangerous import URLSafeTimedSerializer
@@ -18,6 +18,7 @@ from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from newsletter import logs, metrics
 from newsletter.config import TEMPLATES_DIR, Config
 from newsletter.db import Database, close_session, db_session
 from newsletter.errors import UNEXPECTED_ERROR, NewsletterError, RateLimited
@@ -27,6 +28,7 @@ from newsletter.inputs import IdConverter
 from newsletter.lean import LeanRoutes
 from newsletter.mail import sending
 from newsletter.mail.templates import samples, store
+from newsletter.middleware import ENDPOINT_KEY, RequestContext
 from newsletter.web import refuse_unstorable
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,8 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     sending.install(db.sessionmaker)
     store.install(app, samples.every_context)  # every email uses the published templates
     app.teardown_appcontext(close_session)
+    logs.init_error_reporting(cfg.SENTRY_DSN, cfg.ENV)
+    app.before_request(_note_endpoint)  # first: every answer is counted by its endpoint
     # The first request hook: before CSRF (whose token lookup breaks on a nameless
     # form field) and before the staff area's 404 check.
     app.before_request(refuse_unstorable)
@@ -135,7 +139,13 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     trusted = int(os.environ.get("TRUSTED_PROXIES", "0") or 0)
     if trusted:  # outermost, so that everything inside sees the client's address
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted, x_proto=trusted)  # type: ignore[method-assign]
+    # Outermost of all: a request id and a count for every answer.
+    app.wsgi_app = RequestContext(app.wsgi_app, trust_request_id=bool(trusted))  # type: ignore[method-assign]
     return app
+
+
+def _note_endpoint() -> None:
+    request.environ[ENDPOINT_KEY] = request.endpoint or "unmatched"
 
 
 def _register_core(app: Flask) -> None:
@@ -147,6 +157,20 @@ def _register_core(app: Flask) -> None:
             log.warning("health check failed: %s", exc)
             return jsonify(status="error", error="database unavailable"), 503
         return jsonify(status="ok")
+
+    @app.get("/metrics")
+    def metrics_endpoint():  # type: ignore[no-untyped-def]
+        token = app.config["METRICS_TOKEN"]
+        if not token:
+            abort(404)
+        if not metrics.authorized(request.headers.get("Authorization"), token):
+            return (
+                jsonify(error="This needs the metrics bearer token."),
+                401,
+                {"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+        body, content_type = metrics.exposition(app.extensions["db"].engine)
+        return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
     hsts = app.config["SESSION_COOKIE_SECURE"]
 

@@ -141,6 +141,11 @@ class Config:
     TEMPLATE_MEMORY_MB: int = 256
     TEMPLATE_OUTPUT_MB: int = 4
     TEMPLATE_WALL_SECONDS: float = 10.0
+    # Operations: /metrics answers only with this bearer token (unset: no endpoint); logs
+    # as text or JSON lines; errors also to Sentry when a DSN is set.
+    METRICS_TOKEN: str | None = None
+    LOG_FORMAT: str = "text"
+    SENTRY_DSN: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -204,6 +209,9 @@ class Config:
             TEMPLATE_MEMORY_MB=_int(env, "TEMPLATE_MEMORY_MB", 256, minimum=16),
             TEMPLATE_OUTPUT_MB=_int(env, "TEMPLATE_OUTPUT_MB", 4, minimum=1),
             TEMPLATE_WALL_SECONDS=_float(env, "TEMPLATE_WALL_SECONDS", 10.0, 1.0, 3600.0),
+            METRICS_TOKEN=env.get("METRICS_TOKEN") or None,
+            LOG_FORMAT=(env.get("LOG_FORMAT") or "text").strip().lower(),
+            SENTRY_DSN=env.get("SENTRY_DSN") or None,
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
@@ -229,6 +237,10 @@ class Config:
             self.SECRET_KEY = _dev_secret_key(self.instance)
         for name in ("RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_ADDRESS"):
             parse_rate(getattr(self, name), name)
+        if self.LOG_FORMAT not in ("text", "json"):
+            raise ConfigError(f"LOG_FORMAT must be text or json, not {self.LOG_FORMAT!r}")
+        if self.METRICS_TOKEN is not None and len(self.METRICS_TOKEN) < 16:
+            raise ConfigError("METRICS_TOKEN must be at least 16 characters")
 
 
 def parse_rate(raw: str, name: str = "rate") -> tuple[int, int]:

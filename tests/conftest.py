@@ -7,9 +7,12 @@ reason; in CI (`CI=true`) they fail instead, since nothing may be skipped there.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -261,3 +264,56 @@ def live_server(
     server.stop()
     app.extensions["click_log"].close()
     app.extensions["db"].dispose()
+
+
+# --- logs --------------------------------------------------------------------------------
+# Every line the whole run makes the app log goes through the production formatter (JSON
+# lines): each must parse, and at the end none may hold an address, a token, a session
+# cookie or a Stripe secret (tests/test_logs.py checks the rules one by one).
+_LEAK = re.compile(
+    r"[A-Za-z0-9._%+-]{2,}@[A-Za-z0-9-]+\.[A-Za-z]"
+    r"|\b(?:sk|rk)_(?:test|live)_|\bwhsec_"
+    r"|\bbsd_session=(?!\[redacted\])"
+    r"|/(?:signin|confirm|unsubscribe|r)/(?!\[token\])[A-Za-z0-9_.-]{8,}"
+)
+
+
+class _EveryLine(logging.Handler):
+    def __init__(self) -> None:
+        from newsletter import logs
+
+        super().__init__(logging.INFO)
+        main = logs.dict_config("json")["formatters"]["main"]
+        self.setFormatter(logs.JsonLinesFormatter(**{k: v for k, v in main.items() if k != "()"}))
+        self.addFilter(logs._Context())
+        self.lines = 0
+        self.problems: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        self.lines += 1
+        try:
+            json.loads(line)
+        except ValueError:
+            self.problems.append(f"not JSON: {line[:300]}")
+        if _LEAK.search(line) and len(self.problems) < 50:
+            self.problems.append(f"leaks: {line[:300]}")
+
+
+_every_line = _EveryLine()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    root = logging.getLogger()
+    root.addHandler(_every_line)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    logging.getLogger().removeHandler(_every_line)
+    if _every_line.problems:
+        print(f"\n{len(_every_line.problems)} log lines break the logging rules:", file=sys.stderr)
+        for problem in _every_line.problems:
+            print("  " + problem, file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

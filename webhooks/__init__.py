@@ -13,6 +13,7 @@ import logging
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
+from newsletter import metrics
 from newsletter.billing.gateway import gateway
 from newsletter.billing.webhooks import handle_event
 from newsletter.db import db_session, get_db
@@ -43,11 +44,13 @@ def stripe_webhook():  # type: ignore[no-untyped-def]
     try:
         event = verify_event(payload, request.headers.get("Stripe-Signature"), secrets)
     except BadWebhook as exc:
+        metrics.WEBHOOK_REFUSED.labels("stripe", "signature").inc()
         return jsonify({"error": str(exc)}), 400
     session = db_session()
     # The autocommit connection serves what needs no transaction (see `handle_event`).
     with get_db().autocommit() as connection:
         outcome = handle_event(session, gateway(), event, unlocked=connection)
     session.commit()
+    metrics.webhook_event("stripe", event["type"], outcome)
     log.info("stripe event %s %s: %s", event["id"], event["type"], outcome)
     return jsonify({"received": True, "outcome": outcome}), 200

@@ -14,6 +14,7 @@ import stripe
 from flask import current_app
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.billing.customers import current_customer, ensure_customer, stored_reader
 from newsletter.billing.entitlement import Plan, had_trial, plan_of
 from newsletter.billing.gateway import StripeGateway, is_not_found
@@ -107,6 +108,7 @@ def start_checkout(
     )
     customer.checkout_session_id = checkout["id"]
     session.flush()
+    metrics.CHECKOUTS_STARTED.inc()
     return str(checkout["url"])
 
 

@@ -69,6 +69,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from newsletter import metrics
 from newsletter.db import Database, utcnow
 from newsletter.delivery.ledger import finish_editions, sending_editions
 from newsletter.delivery.models import DeliveryState
@@ -171,6 +172,10 @@ class _Run:
     def count(self, name: str, n: int = 1) -> None:
         with self.lock:
             setattr(self.report, name, getattr(self.report, name) + n)
+        if name == "resent_after_crash":
+            metrics.LEASE_TAKEOVERS.inc(n)
+        else:
+            metrics.DELIVERIES.labels(name).inc(n)
 
     def snapshot(self) -> SendReport:
         with self.lock:

@@ -16,6 +16,7 @@ from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.mail.message import compose, envelope_sender, now_header
 from newsletter.mail.render import render_email
 from newsletter.mail.transports import DeliveryError, Transport, transport_from_url
@@ -37,14 +38,18 @@ def send_bytes(app: Flask, to: str, data: bytes, *, transport: Transport | None 
     given (a connection the caller reuses), else over one opened for this message.
     Raises `DeliveryError` when the server refuses."""
     envelope_from = envelope_sender(app.config["MAIL_FROM"])
-    if transport is not None:
-        transport.send_bytes(envelope_from, to, data)
-        return
-    transport = open_transport(app)
+    own = transport is None
     try:
+        if transport is None:
+            transport = open_transport(app)
         transport.send_bytes(envelope_from, to, data)
+    except DeliveryError as exc:
+        metrics.SMTP_REPLIES.labels(metrics.reply_class(exc.code)).inc()
+        raise
     finally:
-        transport.close()
+        if own and transport is not None:
+            transport.close()
+    metrics.SMTP_REPLIES.labels("2xx").inc()
 
 
 def common_context(app: Flask) -> dict[str, Any]:

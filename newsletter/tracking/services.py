@@ -8,6 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.db import driver_connection, is_postgres, table_of, utcnow
 from newsletter.delivery.models import Delivery
 from newsletter.editions.models import EditionStory
@@ -176,3 +177,4 @@ def record_paywall_impression(
         )
     )
     session.flush()
+    metrics.PAYWALL_IMPRESSIONS.inc()

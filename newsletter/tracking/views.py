@@ -6,6 +6,7 @@ from flask import Blueprint, Flask, current_app, jsonify, redirect, render_templ
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from newsletter import metrics
 from newsletter.auth.session import current_reader, signed_in_reader_id
 from newsletter.db import db_session, get_db, utcnow
 from newsletter.errors import InvalidToken, NotFound
@@ -41,6 +42,10 @@ READING_MAX_AGE = 30 * 24 * 3600
 VIEW_TOKEN_MAX_AGE = 3600
 
 
+def visitor_kind(bot: bool) -> str:
+    return "bot" if bot else "human"
+
+
 def _not_found():  # type: ignore[no-untyped-def]
     return render_template("error.html", status=404, message="This link is not valid."), 404
 
@@ -69,15 +74,14 @@ def tracked_link(token: str):  # type: ignore[no-untyped-def]
         return _not_found()
     click_log = current_app.extensions["click_log"]
     threaded = request.environ.get("wsgi.multithread", True)
+    user_agent = request.headers.get("User-Agent")
     click_log.record(
         services.pending_click(
-            claims,
-            method=request.method,
-            user_agent=request.headers.get("User-Agent"),
-            ip=request.remote_addr,
+            claims, method=request.method, user_agent=user_agent, ip=request.remote_addr
         ),
         threaded=threaded,
     )
+    metrics.CLICKS.labels(visitor_kind(verdict(request.method, user_agent).bot)).inc()
     response = redirect(f"/stories/{slug}", 302)
     # The reading cookie lets the reader read stories; it cannot manage the account.
     cookie = make_compact(Purpose.READING, claims.reader_id, claims.edition_id)
@@ -246,11 +250,15 @@ def answer_confirmation(
             Purpose.READ_VIEW, str(token or ""), max_age=VIEW_TOKEN_MAX_AGE
         )
     except InvalidToken as exc:
+        metrics.READS.labels("unknown", "invalid").inc()
         return {"error": exc.message}, 400
     bot = verdict("POST", user_agent)
+    visitor = visitor_kind(bot.bot)
     if bot.bot and bot.reason and bot.reason.startswith("scanner"):
+        metrics.READS.labels(visitor, "refused").inc()
         return {"error": "not counted", "reason": bot.reason}, 403
     if viewer_id is None or viewer_id != reader_id:
+        metrics.READS.labels(visitor, "refused").inc()
         return {"error": "This view belongs to someone else."}, 403
     with get_db().autocommit() as connection:
         result = charge_read(
@@ -263,7 +271,10 @@ def answer_confirmation(
             now=utcnow(),
         )
     if result is None:
+        metrics.READS.labels(visitor, "invalid").inc()
         return {"error": "This view is not valid."}, 400
+    outcome = "charged" if result.charged else "free" if result.allowed else "over_limit"
+    metrics.READS.labels(visitor, outcome).inc()
     return {
         "charged": result.charged,
         "allowed": result.allowed,
