@@ -40,6 +40,7 @@ from werkzeug.routing import Map, MapAdapter
 from newsletter.errors import UNEXPECTED_ERROR
 from newsletter.headers import security_headers
 from newsletter.inputs import storable
+from newsletter.middleware import ENDPOINT_KEY
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ class LeanRoutes:
             environ["wsgi.input"] = io.BytesIO(lean.body)  # Flask reads it again
             return self.inner(environ, start_response)
         body, status = answer
+        environ[ENDPOINT_KEY] = route.endpoint  # counted under its Flask view's name
         data = json.dumps(body).encode()
         headers = [
             ("Content-Type", "application/json"),

@@ -16,8 +16,8 @@ from typing import Any
 
 from newsletter import logs, metrics
 
-# The Flask endpoint a request was routed to, left in the environ for the count below;
-# answers made before Flask routes anything are counted as "lean".
+# The Flask endpoint a request was routed to (by Flask, or by a declared fast path for
+# that endpoint), left in the environ for the count below.
 ENDPOINT_KEY = "newsletter.endpoint"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -54,7 +54,7 @@ class RequestContext:
             logs.request_id.reset(token)
             code = int(status[-1][:3]) if status else 500
             metrics.http_request(
-                environ.get(ENDPOINT_KEY, "lean"),
+                environ.get(ENDPOINT_KEY, "unmatched"),
                 environ.get("REQUEST_METHOD", ""),
                 code,
                 time.perf_counter() - started,
