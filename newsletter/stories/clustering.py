@@ -29,6 +29,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,10 @@ JOIN_THRESHOLD = 0.30
 MERGE_THRESHOLD = 0.55
 # The factor on a story's similarity when it already has an article of the same outlet.
 SAME_OUTLET_FACTOR = 0.85
+# Between a story's centroid cosine (0) and its articles' mean similarity (1).
+LINKAGE = 0.5
+# A story's similarity halves for every this many hours between it and the article.
+HALF_LIFE_HOURS = 24.0
 # Estimated Jaccard similarity of word shingles above which two texts are one wire copy.
 NEAR_DUPLICATE = 0.8
 LEDE_CHARS = 300
@@ -86,6 +91,8 @@ class ClusterSettings:
     merge_threshold: float = MERGE_THRESHOLD
     same_outlet_factor: float = SAME_OUTLET_FACTOR
     near_duplicate: float = NEAR_DUPLICATE
+    linkage: float = LINKAGE
+    half_life_hours: float = HALF_LIFE_HOURS
     auto_publish_outlets: int | None = None
 
     @classmethod
@@ -136,19 +143,34 @@ class _Group:
         self.last = doc.at if self.last is None else max(self.last, doc.at)
 
 
+def new_external_id(seed: str) -> str:
+    """The `external_id` of a story clustering (or a split) opens: from its first article,
+    so the same input makes the same story."""
+    return EXTERNAL_ID_PREFIX + hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
 def article_text(headline: str, lede: str | None) -> str:
     """What clustering compares: the headline and the start of the lede."""
     return f"{headline} {(lede or '')[:LEDE_CHARS]}".strip()
 
 
-def fingerprint(headline: str, lede: str | None) -> bytes | None:
-    """The MinHash signature of the text's word shingles; None for a text too short to
-    tell a copy from a coincidence."""
-    shingles = _shingles(f"{headline} {lede or ''}")
-    if len(shingles) < MIN_SHINGLES:
-        return None
-    (minhash,) = MinHash.bulk([shingles], num_perm=NUM_PERM, seed=1, scheme=_SCHEME)
-    return minhash.hashvalues.astype("<u4").tobytes()
+def fingerprints(texts: Sequence[tuple[str, str | None]]) -> list[bytes | None]:
+    """The MinHash signature of each (headline, lede)'s word shingles; None for a text
+    too short to tell a copy from a coincidence."""
+    shingled = [_shingles(f"{headline} {lede or ''}") for headline, lede in texts]
+    long_enough = [s for s in shingled if len(s) >= MIN_SHINGLES]
+    made = iter(MinHash.bulk(long_enough, num_perm=NUM_PERM, seed=1, scheme=_SCHEME))
+    return [
+        next(made).hashvalues.astype("<u4").tobytes() if len(s) >= MIN_SHINGLES else None
+        for s in shingled
+    ]
+
+
+@lru_cache
+def _lsh_params(threshold: float) -> tuple[int, int]:
+    # Choosing bands and rows integrates the error curves: worth doing once.
+    probe = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    return probe.b, probe.r
 
 
 def _shingles(text: str) -> list[bytes]:
@@ -203,7 +225,7 @@ def file_articles(
     vectors = sparse.csr_matrix(vectors)
     _initial_norms(groups, docs, vectors)
 
-    lsh = MinHashLSH(threshold=settings.near_duplicate, num_perm=NUM_PERM)
+    lsh = MinHashLSH(num_perm=NUM_PERM, params=_lsh_params(settings.near_duplicate))
     signatures: dict[int, LeanMinHash] = {}
     for index, doc in enumerate(docs[:first_fresh]):
         if doc.fingerprint is not None:
@@ -287,7 +309,11 @@ def _best_group(
         group = groups[g]
         if group.merged_into is not None or not _open(group, doc.at, settings.window):
             continue
-        score = dots[g] / np.sqrt(group.norm2)
+        size = len(group.members)
+        score = dots[g] / (np.sqrt(group.norm2) ** (1 - settings.linkage) * size**settings.linkage)
+        assert group.first is not None and group.last is not None
+        gap = max(doc.at - group.last, group.first - doc.at, timedelta(0))
+        score *= 0.5 ** (gap.total_seconds() / 3600 / settings.half_life_hours)
         if doc.outlet_id in group.outlets:
             score *= settings.same_outlet_factor
         if score >= best_score and (score > best_score or best < 0):
@@ -480,11 +506,10 @@ def _write(
         if group.story_id is None:
             opener = docs[group.members[0]].article
             assert opener is not None and opener.canonical_url is not None
-            digest = hashlib.sha256(opener.canonical_url.encode()).hexdigest()[:32]
             slug = unique_slug(session, slugify(opener.headline), slugs)
             slugs.add(slug)
             story = Story(
-                external_id=f"{EXTERNAL_ID_PREFIX}{digest}",
+                external_id=new_external_id(opener.canonical_url),
                 slug=slug,
                 title=opener.headline[:TITLE_MAX],
                 overview="",

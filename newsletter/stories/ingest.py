@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
 from newsletter.inputs import storable
-from newsletter.stories.clustering import ClusterSettings, file_articles, fingerprint
+from newsletter.stories.clustering import ClusterSettings, file_articles, fingerprints
 from newsletter.stories.models import GUID_MAX, HEADLINE_MAX, URL_MAX, Article
 from newsletter.stories.urls import BadArticleUrl, canonical_url
 
@@ -132,9 +132,12 @@ def _new_articles(
                 first_seen_at=now,
                 feed_id=item.feed_id,
                 guid=guid,
-                fingerprint=fingerprint(headline, lede),
             )
         )
+    for article, signature in zip(
+        fresh, fingerprints([(a.headline, a.lede) for a in fresh]), strict=True
+    ):
+        article.fingerprint = signature
     return fresh
 
 
