@@ -1,8 +1,9 @@
 """Choosing the day's stories and freezing the edition.
 
 Selection, for the edition of a date:
-1. Candidates: published stories (not candidates or hidden ones) published in the `EDITION_WINDOW_HOURS` (72) before the end of that
-   date (UTC) and not yet in an earlier edition (the database enforces "never twice").
+1. Candidates: stories with status published (not candidate or hidden), published in the
+   `EDITION_WINDOW_HOURS` (72) before the end of that date (UTC) and not yet in an
+   earlier edition (the database enforces "never twice").
 2. Score = breadth (distinct outlets, log-scaled: the 20th source adds less than the 2nd)
    + recency (halves every 24 hours) + balance (both sides covering it).
 3. Greedy by score into the reading budget: `EDITION_READING_MINUTES` (5) at 238 words a
