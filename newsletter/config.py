@@ -123,6 +123,10 @@ class Config:
     # Bearer token for POST /api/stories; unset means the API refuses everyone.
     STORIES_API_TOKEN: str | None = None
     STORIES_API_MAX_BYTES: int = 2 * 1024 * 1024
+    # Clustering feed articles into stories: how far apart two articles of one story may
+    # be, and when a candidate story publishes itself (unset: only staff publish).
+    STORIES_CLUSTER_WINDOW_HOURS: int = 48
+    STORIES_AUTO_PUBLISH_OUTLETS: int | None = None
     # Delivery (newsletter/delivery/sender.py): concurrent SMTP connections, messages per
     # second across them (0: unlimited), ledger rows claimed per batch, retries of
     # temporary refusals (full-jitter exponential backoff from BASE, capped at MAX) and
@@ -197,6 +201,12 @@ class Config:
             BLINDSPOT_MIN_SOURCES=_int(env, "BLINDSPOT_MIN_SOURCES", 3, minimum=1),
             STORIES_API_TOKEN=env.get("STORIES_API_TOKEN") or None,
             STORIES_API_MAX_BYTES=_int(env, "STORIES_API_MAX_BYTES", 2 * 1024 * 1024, minimum=1),
+            STORIES_CLUSTER_WINDOW_HOURS=_int(env, "STORIES_CLUSTER_WINDOW_HOURS", 48, minimum=1),
+            STORIES_AUTO_PUBLISH_OUTLETS=(
+                _int(env, "STORIES_AUTO_PUBLISH_OUTLETS", 0, minimum=1)
+                if env.get("STORIES_AUTO_PUBLISH_OUTLETS")
+                else None
+            ),
             SEND_CONNECTIONS=_int(env, "SEND_CONNECTIONS", 4, minimum=1),
             SEND_RATE_PER_SECOND=_float(env, "SEND_RATE_PER_SECOND", 0.0, 0.0, 1e6),
             SEND_BATCH_SIZE=_int(env, "SEND_BATCH_SIZE", 200, minimum=1),

@@ -1,8 +1,9 @@
 """Choosing the day's stories and freezing the edition.
 
 Selection, for the edition of a date:
-1. Candidates: stories published in the `EDITION_WINDOW_HOURS` (72) before the end of that
-   date (UTC) and not yet in an earlier edition (the database enforces "never twice").
+1. Candidates: stories with status published (not candidate or hidden), published in the
+   `EDITION_WINDOW_HOURS` (72) before the end of that date (UTC) and not yet in an
+   earlier edition (the database enforces "never twice").
 2. Score = breadth (distinct outlets, log-scaled: the 20th source adds less than the 2nd)
    + recency (halves every 24 hours) + balance (both sides covering it).
 3. Greedy by score into the reading budget: `EDITION_READING_MINUTES` (5) at 238 words a
@@ -30,7 +31,7 @@ from newsletter.editions.models import Edition, EditionStory
 from newsletter.editions.rendering import render_variants
 from newsletter.errors import NewsletterError
 from newsletter.stories.coverage import Coverage, coverage, reading_words
-from newsletter.stories.models import Article, Story
+from newsletter.stories.models import Article, Story, StoryStatus
 
 WORDS_PER_MINUTE = 238
 HEADER_FOOTER_WORDS = 40
@@ -76,7 +77,12 @@ def candidates(
         used = used.where(EditionStory.edition_id != exclude_edition)
     stories = session.scalars(
         select(Story)
-        .where(Story.published_at > start, Story.published_at <= end, Story.id.not_in(used))
+        .where(
+            Story.status == StoryStatus.PUBLISHED,
+            Story.published_at > start,
+            Story.published_at <= end,
+            Story.id.not_in(used),
+        )
         .options(selectinload(Story.articles).joinedload(Article.outlet))
     ).all()
     found = []

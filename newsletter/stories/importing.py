@@ -13,7 +13,7 @@ import json
 import re
 import sys
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -310,12 +310,13 @@ def slugify(text: str, max_length: int = SLUG_MAX - 8) -> str:
     return slug.strip("-") or "story"
 
 
-def _unique_slug(session: Session, base: str) -> str:
+def unique_slug(session: Session, base: str, also_taken: Collection[str] = ()) -> str:
+    """`base`, or `base-N` with the first N no story (nor `also_taken`) uses."""
     taken = set(
         session.scalars(
             select(Story.slug).where(or_(Story.slug == base, Story.slug.like(f"{base}-%")))
         )
-    )
+    ) | set(also_taken)
     if base not in taken:
         return base
     n = 2
@@ -458,7 +459,7 @@ def _import_story(
         before = None
         story = Story(
             external_id=external_id,
-            slug=slug or _unique_slug(session, slugify(values["title"])),
+            slug=slug or unique_slug(session, slugify(values["title"])),
             created_at=now,
             updated_at=now,
             **values,

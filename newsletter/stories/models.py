@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.db import Base, str_enum, utcnow
@@ -23,6 +23,7 @@ ANALYSIS_MAX = 5000
 HEADLINE_MAX = 500
 EXTERNAL_ID_MAX = 200
 OUTLET_NAME_MAX = 200
+GUID_MAX = 500
 
 
 class Bias(StrEnum):
@@ -46,6 +47,14 @@ class Factuality(StrEnum):
     LOW = "low"
     VERY_LOW = "very_low"
     UNRATED = "unrated"
+
+
+class StoryStatus(StrEnum):
+    """Where a story is in review: only published stories go into editions."""
+
+    CANDIDATE = "candidate"  # opened by clustering, waiting for staff (or auto-publish)
+    PUBLISHED = "published"
+    HIDDEN = "hidden"  # staff said no; clustering still files matching articles here
 
 
 class Outlet(Base):
@@ -85,6 +94,12 @@ class Story(Base):
     published_at: Mapped[datetime] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Imported stories are published as they arrive; clustering opens candidates.
+    status: Mapped[StoryStatus] = mapped_column(
+        str_enum(StoryStatus), default=StoryStatus.PUBLISHED, server_default="published"
+    )
+    # Set when staff edit the title or overview: clustering no longer rewrites them.
+    edited_at: Mapped[datetime | None]
 
     articles: Mapped[list[Article]] = relationship(
         back_populates="story", order_by="Article.id", cascade="all, delete-orphan"
@@ -96,7 +111,11 @@ class Story(Base):
 
 class Article(Base):
     __tablename__ = "articles"
-    __table_args__ = (UniqueConstraint("story_id", "url"),)
+    __table_args__ = (
+        UniqueConstraint("story_id", "url"),
+        UniqueConstraint("feed_id", "guid"),
+        Index("ix_articles_published_at", "published_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"))
@@ -107,6 +126,16 @@ class Article(Base):
     url: Mapped[str] = mapped_column(String(URL_MAX))
     headline: Mapped[str] = mapped_column(String(HEADLINE_MAX))
     published_at: Mapped[datetime | None]
+    lede: Mapped[str | None] = mapped_column(Text)
+    # Set for articles that came in through ingest (imported ones leave it empty, as an
+    # import may list one URL under two stories): an article is stored once per URL.
+    canonical_url: Mapped[str | None] = mapped_column(String(URL_MAX), unique=True)
+    # The feed item's id, unique within its feed. The feed is referred to by id only.
+    feed_id: Mapped[int | None]
+    guid: Mapped[str | None] = mapped_column(String(GUID_MAX))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    # MinHash signature of the headline and lede's word shingles, for near-duplicates.
+    fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     story: Mapped[Story] = relationship(back_populates="articles")
     outlet: Mapped[Outlet] = relationship(lazy="joined")

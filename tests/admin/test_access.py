@@ -21,6 +21,7 @@ def admin_requests(app, ids):  # type: ignore[no-untyped-def]
         "plan": "free",
         "edition_id": ids["edition"],
         "reader_id": ids["reader"],
+        "story_id": ids["story"],
     }
     out = []
     for rule in app.url_map.iter_rules():
@@ -40,7 +41,7 @@ def ids(app, session):  # type: ignore[no-untyped-def]
 
     edition = build_edition(app, session, count=2)
     ann = session.query(Reader).filter_by(email_key="ann@example.com").one()
-    return {"edition": edition.id, "reader": ann.id}
+    return {"edition": edition.id, "reader": ann.id, "story": edition.stories[0].story_id}
 
 
 def test_anyone_but_staff_gets_404_everywhere_under_admin(app, client, smtp, ids):
