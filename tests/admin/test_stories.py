@@ -56,9 +56,8 @@ def test_the_queue_lists_candidates_with_articles_outlets_and_coverage(staff, tw
 
 
 def test_publish_then_the_next_edition_is_assembled_from_it(app, staff, session, two_stories):
-    with app.app_context():
-        with pytest.raises(NoStories):
-            assemble(session, NOW.date(), now=NOW + timedelta(hours=1))
+    with app.app_context(), pytest.raises(NoStories):
+        assemble(session, NOW.date(), now=NOW + timedelta(hours=1))
     session.rollback()
     response = post(staff, f"/admin/stories/{two_stories['bridge']}/status", {"action": "publish"})
     assert response.status_code == 303
