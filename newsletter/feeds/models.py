@@ -19,9 +19,7 @@ class Feed(Base):
     __tablename__ = "feeds"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    outlet_id: Mapped[int] = mapped_column(
-        ForeignKey("outlets.id", ondelete="CASCADE"), index=True
-    )
+    outlet_id: Mapped[int] = mapped_column(ForeignKey("outlets.id", ondelete="CASCADE"), index=True)
     url: Mapped[str] = mapped_column(String(URL_MAX), unique=True)
     paused: Mapped[bool] = mapped_column(default=False)
     # Conditional GET: what the server said last time, sent back so a 304 costs nothing.

@@ -80,9 +80,7 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column(
                 "rating_source",
-                sa.Enum(
-                    "staff", "ratings_file", name="ratingsource", native_enum=False, length=20
-                ),
+                sa.Enum("staff", "ratings_file", name="ratingsource", native_enum=False, length=20),
                 nullable=True,
             )
         )
