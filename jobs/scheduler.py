@@ -54,6 +54,10 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
         id="reconcile_billing",
         replace_existing=True,
     )
+    # Feeds: fetch those due (each feed's own interval and backoff decide which).
+    scheduler.add_job(
+        "jobs.tasks:fetch_feeds", "interval", minutes=5, id="fetch_feeds", replace_existing=True
+    )
     return scheduler
 
 

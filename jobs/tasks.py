@@ -142,3 +142,23 @@ def reconcile_billing() -> str | None:
         report.pruned_events,
     )
     return None
+
+
+@scheduled
+def fetch_feeds() -> str | None:
+    """Every few minutes: fetch the feeds that are due, each in its own transaction."""
+    from newsletter.feeds.fetching import FetchSettings, fetch_due
+    from newsletter.locks import job_lock
+
+    app = job_app()
+    db = app.extensions["db"]
+    with app.app_context(), job_lock(db, "fetch_feeds", ttl=3600) as acquired:
+        if not acquired:
+            log.info("fetch_feeds: another worker is running it; skipped")
+            return SKIPPED
+        results = fetch_due(db, FetchSettings.from_config(app.config))
+    failed = sum(1 for r in results if r.outcome == "error")
+    new = sum(r.report.new for r in results)
+    if results:
+        log.info("fetch_feeds: %d feeds, %d new articles, %d failed", len(results), new, failed)
+    return None

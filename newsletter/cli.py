@@ -27,6 +27,10 @@ def register_commands(app: Flask) -> None:
     from newsletter.billing.commands import stripe_group
 
     app.cli.add_command(stripe_group)
+    from newsletter.feeds.commands import feeds_group, outlets_group
+
+    app.cli.add_command(feeds_group)
+    app.cli.add_command(outlets_group)
 
 
 @click.group("db", help="Database schema.")

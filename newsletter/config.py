@@ -127,6 +127,15 @@ class Config:
     # be, and when a candidate story publishes itself (unset: only staff publish).
     STORIES_CLUSTER_WINDOW_HOURS: int = 48
     STORIES_AUTO_PUBLISH_OUTLETS: int | None = None
+    # Feeds (newsletter/feeds/): how often a healthy feed is fetched, the longest wait
+    # after repeated errors, and the limits of one fetch. FEEDS_ALLOW_PRIVATE lets feeds
+    # on private, loopback and link-local addresses through (tests and local servers).
+    FEEDS_INTERVAL_MINUTES: int = 30
+    FEEDS_MAX_BACKOFF_HOURS: int = 24
+    FEEDS_TIMEOUT_SECONDS: float = 20.0
+    FEEDS_MAX_BYTES: int = 5 * 1024 * 1024
+    FEEDS_MAX_REDIRECTS: int = 5
+    FEEDS_ALLOW_PRIVATE: bool = False
     # Delivery (newsletter/delivery/sender.py): concurrent SMTP connections, messages per
     # second across them (0: unlimited), ledger rows claimed per batch, retries of
     # temporary refusals (full-jitter exponential backoff from BASE, capped at MAX) and
@@ -207,6 +216,12 @@ class Config:
                 if env.get("STORIES_AUTO_PUBLISH_OUTLETS")
                 else None
             ),
+            FEEDS_INTERVAL_MINUTES=_int(env, "FEEDS_INTERVAL_MINUTES", 30, minimum=1),
+            FEEDS_MAX_BACKOFF_HOURS=_int(env, "FEEDS_MAX_BACKOFF_HOURS", 24, minimum=1),
+            FEEDS_TIMEOUT_SECONDS=_float(env, "FEEDS_TIMEOUT_SECONDS", 20.0, 0.1, 600.0),
+            FEEDS_MAX_BYTES=_int(env, "FEEDS_MAX_BYTES", 5 * 1024 * 1024, minimum=1024),
+            FEEDS_MAX_REDIRECTS=_int(env, "FEEDS_MAX_REDIRECTS", 5, minimum=0),
+            FEEDS_ALLOW_PRIVATE=_bool(env, "FEEDS_ALLOW_PRIVATE"),
             SEND_CONNECTIONS=_int(env, "SEND_CONNECTIONS", 4, minimum=1),
             SEND_RATE_PER_SECOND=_float(env, "SEND_RATE_PER_SECOND", 0.0, 0.0, 1e6),
             SEND_BATCH_SIZE=_int(env, "SEND_BATCH_SIZE", 200, minimum=1),

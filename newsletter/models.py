@@ -4,6 +4,7 @@ from newsletter.admin.models import AuditEntry
 from newsletter.billing.models import BillingCustomer, BillingSubscription, StripeEvent
 from newsletter.delivery.models import Delivery
 from newsletter.editions.models import Edition, EditionStory, EditionVariant
+from newsletter.feeds.models import Feed, FeedRun
 from newsletter.locks import JobLock
 from newsletter.mail.templates.models import EmailTemplate, TemplateFailure, TemplateVersion
 from newsletter.ratelimit import RateLimitHit
@@ -27,6 +28,8 @@ __all__ = [
     "Consent",
     "Delivery",
     "Edition",
+    "Feed",
+    "FeedRun",
     "EditionStory",
     "EditionVariant",
     "JobLock",

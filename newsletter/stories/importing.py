@@ -31,7 +31,15 @@ from newsletter.db import utcnow
 from newsletter.errors import InvalidInput
 from newsletter.inputs import storable
 from newsletter.jsonbody import parse_json_body
-from newsletter.stories.models import SLUG_MAX, Article, Bias, Factuality, Outlet, Story
+from newsletter.stories.models import (
+    SLUG_MAX,
+    Article,
+    Bias,
+    Factuality,
+    Outlet,
+    RatingSource,
+    Story,
+)
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "stories.schema.json"
 COLLECTIONS = ("outlets", "stories")
@@ -346,6 +354,9 @@ def _upsert_outlet(
         "bias": Bias(record["bias"]),
         "factuality": Factuality(record.get("factuality", Factuality.UNRATED)),
     }
+    # The document's rating is editorial: a ratings file never overwrites it.
+    if values["bias"] != Bias.UNRATED or values["factuality"] != Factuality.UNRATED:
+        values["rating_source"] = RatingSource.STAFF
     outlet = session.scalar(select(Outlet).where(Outlet.slug == record["slug"]))
     if outlet is None:
         outlet = Outlet(slug=record["slug"], created_at=now, updated_at=now, **values)

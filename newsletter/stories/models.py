@@ -24,6 +24,7 @@ HEADLINE_MAX = 500
 EXTERNAL_ID_MAX = 200
 OUTLET_NAME_MAX = 200
 GUID_MAX = 500
+RATING_SET_BY_MAX = 254
 
 
 class Bias(StrEnum):
@@ -49,6 +50,15 @@ class Factuality(StrEnum):
     UNRATED = "unrated"
 
 
+class RatingSource(StrEnum):
+    """Who set an outlet's bias and factuality: staff (the staff area or a stories import)
+    or a ratings file (`newsletter outlets ratings import`). A staff rating is never
+    overwritten by a ratings file."""
+
+    STAFF = "staff"
+    RATINGS_FILE = "ratings_file"
+
+
 class StoryStatus(StrEnum):
     """Where a story is in review: only published stories go into editions."""
 
@@ -66,6 +76,9 @@ class Outlet(Base):
     url: Mapped[str | None] = mapped_column(String(URL_MAX))
     bias: Mapped[Bias] = mapped_column(str_enum(Bias), default=Bias.UNRATED)
     factuality: Mapped[Factuality] = mapped_column(str_enum(Factuality), default=Factuality.UNRATED)
+    # None while never rated; `rating_set_by` says by whom (staff email, file name).
+    rating_source: Mapped[RatingSource | None] = mapped_column(str_enum(RatingSource))
+    rating_set_by: Mapped[str | None] = mapped_column(String(RATING_SET_BY_MAX))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
