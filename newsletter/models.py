@@ -2,6 +2,7 @@
 
 from newsletter.admin.models import AuditEntry
 from newsletter.billing.models import BillingCustomer, BillingSubscription, StripeEvent
+from newsletter.deliverability.models import ReceivedReport
 from newsletter.delivery.models import Delivery
 from newsletter.editions.models import Edition, EditionStory, EditionVariant
 from newsletter.locks import JobLock
@@ -26,6 +27,7 @@ __all__ = [
     "Read",
     "Consent",
     "Delivery",
+    "ReceivedReport",
     "Edition",
     "EditionStory",
     "EditionVariant",
