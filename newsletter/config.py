@@ -159,6 +159,20 @@ class Config:
     METRICS_TOKEN: str | None = None
     LOG_FORMAT: str = "text"
     SENTRY_DSN: str | None = None
+    # Deliverability (newsletter/deliverability/): the bounce and complaint policy, the
+    # automatic pause of an edition, and the providers' webhooks (unset: 404).
+    SOFT_BOUNCE_LIMIT: int = 3
+    SOFT_BOUNCE_WINDOW_DAYS: int = 15
+    PAUSE_MIN_DELIVERIES: int = 1000
+    PAUSE_COMPLAINT_RATE: float = 0.003
+    PAUSE_HARD_BOUNCE_RATE: float = 0.05
+    SES_TOPIC_ARNS: str | None = None
+    POSTMARK_WEBHOOK_USER: str | None = None
+    POSTMARK_WEBHOOK_PASSWORD: str | None = None
+    MAILGUN_WEBHOOK_SIGNING_KEY: str | None = None
+    MAILGUN_WEBHOOK_TOLERANCE_SECONDS: int = 300
+    SENDGRID_WEBHOOK_PUBLIC_KEY: str | None = None
+    SENDGRID_WEBHOOK_TOLERANCE_SECONDS: int = 300
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -237,6 +251,22 @@ class Config:
             METRICS_TOKEN=env.get("METRICS_TOKEN") or None,
             LOG_FORMAT=(env.get("LOG_FORMAT") or "text").strip().lower(),
             SENTRY_DSN=env.get("SENTRY_DSN") or None,
+            SOFT_BOUNCE_LIMIT=_int(env, "SOFT_BOUNCE_LIMIT", 3, minimum=1),
+            SOFT_BOUNCE_WINDOW_DAYS=_int(env, "SOFT_BOUNCE_WINDOW_DAYS", 15, minimum=1),
+            PAUSE_MIN_DELIVERIES=_int(env, "PAUSE_MIN_DELIVERIES", 1000, minimum=1),
+            PAUSE_COMPLAINT_RATE=_float(env, "PAUSE_COMPLAINT_RATE", 0.003, 0.0, 1.0),
+            PAUSE_HARD_BOUNCE_RATE=_float(env, "PAUSE_HARD_BOUNCE_RATE", 0.05, 0.0, 1.0),
+            SES_TOPIC_ARNS=env.get("SES_TOPIC_ARNS") or None,
+            POSTMARK_WEBHOOK_USER=env.get("POSTMARK_WEBHOOK_USER") or None,
+            POSTMARK_WEBHOOK_PASSWORD=env.get("POSTMARK_WEBHOOK_PASSWORD") or None,
+            MAILGUN_WEBHOOK_SIGNING_KEY=env.get("MAILGUN_WEBHOOK_SIGNING_KEY") or None,
+            MAILGUN_WEBHOOK_TOLERANCE_SECONDS=_int(
+                env, "MAILGUN_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1
+            ),
+            SENDGRID_WEBHOOK_PUBLIC_KEY=env.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or None,
+            SENDGRID_WEBHOOK_TOLERANCE_SECONDS=_int(
+                env, "SENDGRID_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1
+            ),
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():

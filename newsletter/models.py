@@ -2,6 +2,7 @@
 
 from newsletter.admin.models import AuditEntry
 from newsletter.billing.models import BillingCustomer, BillingSubscription, StripeEvent
+from newsletter.deliverability.models import ReceivedReport, WebhookToken
 from newsletter.delivery.models import Delivery
 from newsletter.editions.models import Edition, EditionStory, EditionVariant
 from newsletter.feeds.models import Feed, FeedRun
@@ -27,6 +28,8 @@ __all__ = [
     "Read",
     "Consent",
     "Delivery",
+    "ReceivedReport",
+    "WebhookToken",
     "Edition",
     "Feed",
     "FeedRun",

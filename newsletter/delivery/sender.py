@@ -20,8 +20,9 @@ commits. A shared token bucket holds all threads to `SEND_RATE_PER_SECOND`.
 Outcomes. Temporary refusals (any 4xx, timeouts, dropped connections) put the row back
 in the queue after a full-jitter exponential backoff (`SEND_RETRY_BASE_SECONDS` doubling
 per attempt, capped at `SEND_RETRY_MAX_SECONDS`) until `SEND_MAX_ATTEMPTS`, then `failed`.
-Permanent refusals (5xx) suppress the row with the reply and mark the reader `bounced`,
-so they get no more mail. A reader who is no longer confirmed when their row comes up is
+Permanent refusals (5xx) suppress the row with the reply and record a hard bounce through
+`newsletter.deliverability.reports`, like any provider's or mailbox's report: the reader
+is `bounced` and gets no more mail. A reader who is no longer confirmed when their row comes up is
 suppressed with nothing sent. A relay that cannot be reached, refuses our login or our
 sender address is not the reader's fault: the run stops (`SendAborted`) and the rows stay
 queued, with no attempt counted.
@@ -71,6 +72,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from newsletter import metrics
 from newsletter.db import Database, utcnow
+from newsletter.deliverability.reports import BounceReport, ReportKind, record_report
 from newsletter.delivery.ledger import finish_editions, sending_editions
 from newsletter.delivery.models import DeliveryState
 from newsletter.delivery.progress import SendProgress, SendReport, report_progress, status
@@ -328,7 +330,7 @@ class _Sender(threading.Thread):
         try:
             send_bytes(run.app, recipient.email, data, transport=self.transport)
         except DeliveryError as exc:
-            self._refused(row, exc)
+            self._refused(row, recipient.email, exc)
             return
         store.sent(row, utcnow())
         run.count("sent")
@@ -346,7 +348,7 @@ class _Sender(threading.Thread):
         self.store.left(row, f"{status.value} before sending")
         self.run_.count("suppressed")
 
-    def _refused(self, row: Claimed, exc: DeliveryError) -> None:
+    def _refused(self, row: Claimed, email: str, exc: DeliveryError) -> None:
         run, store = self.run_, self.store
         reply = str(exc)[:1000]
         now = utcnow()
@@ -357,7 +359,21 @@ class _Sender(threading.Thread):
             run.stop.set()
             return
         if isinstance(exc, PermanentDeliveryError):
-            store.bounced(row, reply, now)
+            # The bounce first, in a transaction of its own: once it is committed, a
+            # crash before the row's outcome only makes the row find its reader gone.
+            store.flush()
+            report = BounceReport(
+                source="smtp",
+                event_id=f"delivery {row.id}",
+                kind=ReportKind.HARD_BOUNCE,
+                recipient=email,
+                diagnostic=reply,
+                delivery_id=row.id,
+                occurred_at=now,
+            )
+            with run.db.session() as session:
+                record_report(session, report, now=now)
+            store.refused(row, reply)
             run.count("suppressed")
             return
         attempts = row.attempts + 1

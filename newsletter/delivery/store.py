@@ -26,8 +26,7 @@ from newsletter.billing.entitlement import Plan
 from newsletter.db import Database, UTCDateTime
 from newsletter.delivery.ledger import readers
 from newsletter.delivery.models import PENDING_SQL, DeliveryState
-from newsletter.readers.models import ReaderStatus, Suppression
-from newsletter.readers.suppression import suppression_detail
+from newsletter.readers.models import ReaderStatus
 
 # The names the statements below write as {name}: states from their enums, and the
 # pending condition exactly as the partial index `ix_deliveries_pending` has it.
@@ -35,8 +34,6 @@ _NAMES = {
     **{state.value: state.value for state in DeliveryState},
     "pending": PENDING_SQL,
     "confirmed": ReaderStatus.CONFIRMED.value,
-    "bounced": ReaderStatus.BOUNCED.value,
-    "bounce_reason": Suppression.BOUNCED.value,
     "free": "claimed_by = NULL, lease_until = NULL",
     "lock": "{lock}",
     "resent": "{resent}",
@@ -73,15 +70,6 @@ REFUSED = _sql("""UPDATE deliveries SET state = '{suppressed}', last_reply = :re
 WHERE id = :id AND state = '{sending}'""")
 UNDO = _sql("""UPDATE deliveries SET state = :state, attempts = :attempts, {free}
 WHERE id = :id AND state = '{sending}'""")
-# `readers.suppression.record_bounce` as one statement (the first reason recorded stays,
-# and a reader suppressed for another reason keeps their status); pinned to it by a test.
-BOUNCE = _sql("""UPDATE readers SET
-status = CASE WHEN suppression IS NULL OR suppression = '{bounce_reason}'
-THEN '{bounced}' ELSE status END,
-suppressed_at = CASE WHEN suppression IS NULL THEN :at ELSE suppressed_at END,
-suppressed_reason = CASE WHEN suppression IS NULL THEN :reply ELSE suppressed_reason END,
-suppression = COALESCE(suppression, '{bounce_reason}')
-WHERE id = :reader_id""")
 # Outcomes of a claimed row that was never started.
 LEFT = _sql("""UPDATE deliveries SET state = '{suppressed}', last_reply = :reply, {free}
 WHERE id = :id AND claimed_by = :me AND {pending}""")
@@ -102,7 +90,6 @@ STATEMENTS = {
     "FAILED": FAILED,
     "REFUSED": REFUSED,
     "UNDO": UNDO,
-    "BOUNCE": BOUNCE,
     "LEFT": LEFT,
     "UNBUILDABLE": UNBUILDABLE,
     "RENEW": RENEW,
@@ -241,11 +228,10 @@ class LedgerStore:
         """A temporary refusal with no attempt left."""
         self._pending.append((FAILED, {"id": row.id, "reply": reply}))
 
-    def bounced(self, row: Claimed, reply: str, at: datetime) -> None:
-        """A permanent refusal: the row is suppressed and the reader bounced."""
+    def refused(self, row: Claimed, reply: str) -> None:
+        """A permanent refusal: the row is suppressed (the reader's bounce is recorded
+        by `newsletter.deliverability.reports`, as every other bounce is)."""
         self._pending.append((REFUSED, {"id": row.id, "reply": reply}))
-        detail = suppression_detail(reply)
-        self._pending.append((BOUNCE, {"reader_id": row.reader_id, "at": at, "reply": detail}))
 
     def left(self, row: Claimed, reply: str) -> None:
         """A claimed row whose reader is no longer confirmed: suppressed, nothing sent."""

@@ -39,6 +39,11 @@ class Edition(Base):
     # Set by staff to hold a send in progress: senders claim no more of its rows until it
     # is cleared (rows already claimed finish). See `newsletter.delivery.store`.
     paused: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Set when the edition paused by itself (too many complaints or hard bounces; see
+    # `newsletter.deliverability.policy`): why and when. Kept after staff resume, so it
+    # pauses by itself once only.
+    auto_paused_reason: Mapped[str | None] = mapped_column(Text)
+    auto_paused_at: Mapped[datetime | None]
     # Why its messages cannot be built (which story, which template), when they cannot;
     # senders skip it and its readers stay queued until a rendering that works clears it.
     # See `newsletter.editions.rendering`.
