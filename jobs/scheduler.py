@@ -52,6 +52,14 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
         id="reconcile_billing",
         replace_existing=True,
     )
+    # Deliverability: the bounce mailbox, when BOUNCE_IMAP_URL names one.
+    scheduler.add_job(
+        "jobs.tasks:fetch_bounces",
+        "interval",
+        minutes=app.config["BOUNCE_FETCH_MINUTES"],
+        id="fetch_bounces",
+        replace_existing=True,
+    )
     return scheduler
 
 

@@ -97,3 +97,25 @@ def reconcile_billing() -> None:
         len(report.failed),
         report.pruned_events,
     )
+
+
+def fetch_bounces() -> None:
+    """Every BOUNCE_FETCH_MINUTES: read the bounce mailbox, when there is one."""
+    from newsletter.deliverability.mailbox import MailboxError
+    from newsletter.deliverability.mailbox import fetch_bounces as run
+    from newsletter.locks import job_lock
+
+    app = job_app()
+    if not app.config.get("BOUNCE_IMAP_URL"):
+        return
+    db = app.extensions["db"]
+    with app.app_context(), job_lock(db, "fetch_bounces", ttl=3600) as acquired:
+        if not acquired:
+            log.info("fetch_bounces: another worker is running it; skipped")
+            return
+        try:
+            summary = run(app)
+        except MailboxError as exc:
+            log.warning("fetch_bounces: %s", exc.message)
+            return
+    log.info("fetch_bounces: %s", summary.describe())

@@ -27,6 +27,10 @@ def register_commands(app: Flask) -> None:
     from newsletter.billing.commands import stripe_group
 
     app.cli.add_command(stripe_group)
+    from newsletter.deliverability.commands import bounces_group, deliverability_group
+
+    app.cli.add_command(bounces_group)
+    app.cli.add_command(deliverability_group)
 
 
 @click.group("db", help="Database schema.")
