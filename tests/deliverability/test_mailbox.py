@@ -20,9 +20,11 @@ from newsletter.errors import ConfigError
 from newsletter.readers.models import Reader, ReaderStatus, Suppression
 from newsletter.tokens import MessageIds
 from tests.conftest import TEST_SECRET
+from tests.deliverability import dovecot as fixtures
 from tests.deliverability.conftest import send_edition
-from tests.deliverability.dovecot import PASSWORD, USER, Dovecot, dovecot  # noqa: F401
+from tests.deliverability.dovecot import PASSWORD, USER, Dovecot
 
+dovecot = fixtures.dovecot
 SAMPLES = Path(__file__).parent / "samples"
 BOUNCES = "bounces@bounces.bothsides.test"
 MAIL_FROM = "Both Sides Daily <daily@bothsides.test>"
@@ -68,7 +70,7 @@ def counts(server: Dovecot) -> dict[str, int]:
 
 
 @pytest.fixture
-def mailbox(dovecot: Dovecot) -> Dovecot:  # noqa: F811
+def mailbox(dovecot: Dovecot) -> Dovecot:
     """The bounce mailbox, emptied (every folder) before each test."""
     imap = client(dovecot)
     for folder in ("Processed", "Unparsed"):
@@ -84,7 +86,7 @@ def mailbox(dovecot: Dovecot) -> Dovecot:  # noqa: F811
 
 
 @pytest.fixture
-def app_settings(dovecot: Dovecot):  # type: ignore[no-untyped-def]  # noqa: F811
+def app_settings(dovecot: Dovecot):  # type: ignore[no-untyped-def]
     return {"BOUNCE_ADDRESS": BOUNCES, "BOUNCE_IMAP_URL": dovecot.url}
 
 
@@ -190,7 +192,7 @@ def test_an_unreachable_mailbox_is_a_clear_error(app, runner, monkeypatch):
     assert "cannot read the bounce mailbox" in result.output
 
 
-def test_a_wrong_password_is_a_clear_error(app, runner, dovecot):  # noqa: F811
+def test_a_wrong_password_is_a_clear_error(app, runner, dovecot):
     app.config["BOUNCE_IMAP_URL"] = dovecot.url.replace(PASSWORD, "wrong")
     result = runner.invoke(args=["bounces", "fetch"])
     assert result.exit_code == 1
