@@ -253,3 +253,13 @@ def test_header_values_of_any_text_never_raise(value):
     for name in ("postfix_hard.eml", "yahoo_arf.eml"):
         data = sample(name, value, 5, value)
         assert isinstance(parse_report(data, fallback_id="f", verp=VERP), list)
+
+
+def test_the_worker_reads_the_mailbox_every_bounce_fetch_minutes(app):
+    from jobs.scheduler import build_scheduler
+
+    app.config["BOUNCE_FETCH_MINUTES"] = 7
+    jobs = {job.id: job for job in build_scheduler(app).get_jobs()}
+    job = jobs["fetch_bounces"]
+    assert job.func_ref == "jobs.tasks:fetch_bounces"
+    assert job.trigger.interval.total_seconds() == 7 * 60
