@@ -267,3 +267,20 @@ class TestVerp:
     )
     def test_other_addresses_name_no_delivery(self, address):
         assert delivery_of(address, BOUNCES, TEST_SECRET) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ("e42", "paid", "Both Sides Daily <daily.example.com>", "bsd"),
+            "e42:paid:daily.example.com:bsd",
+        ),
+        (("e1", "free", "no brackets: here", "a:b"), "e1:free:no-brackets-here:a-b"),
+        (("e1", "free", "<>", ""), "e1:free:x:x"),
+    ],
+)
+def test_feedback_id_has_four_clean_fields(args, expected):
+    from newsletter.mail.message import feedback_id
+
+    assert feedback_id(*args) == expected
