@@ -19,6 +19,11 @@ and throws away mail far faster than any Python server, so the figure is ours.
 
 Targets: ratio >= 0.6 on PostgreSQL; peak <= 300 MB at 100,000 readers.
 Prints one line per figure, the ratio last.
+
+With `--dkim`, three deliveries of three editions (so each starts from a fresh ledger)
+run in turn: unsigned, rsa-sha256 (a 2048-bit key made for the run) and rsa-sha256 +
+ed25519-sha256, each between two halves of the unsigned smtplib baseline. Target: each
+signed delivery keeps >= 0.5 of its baseline.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import selectinload
 
 RATIO_TARGET = 0.6
+DKIM_RATIO_TARGET = 0.5
 MEMORY_TARGET_MB = 300
 RESULT_MARK = "BENCH-RESULT "
 SINK_INSTALL = "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y postfix"
@@ -343,8 +349,13 @@ def main() -> int:
         "--database-url", default=DEFAULT_PG_URL, help=f"default: {DEFAULT_PG_URL} (wiped)"
     )
     parser.add_argument("--wipe", action="store_true", help="allow wiping --database-url")
+    parser.add_argument(
+        "--dkim", action="store_true", help="unsigned vs rsa-sha256 vs rsa + ed25519 deliveries"
+    )
     args = parser.parse_args()
     find_smtp_sink()  # before any setup: say how to get it
+    if args.dkim:
+        return dkim_main(args)
 
     with (
         tempfile.TemporaryDirectory(prefix="bench-send-") as tmp_name,
@@ -425,6 +436,94 @@ def main() -> int:
         f"send: {rate:.0f} msg/s vs baseline {base_rate:.0f} msg/s, ratio {ratio:.2f}, "
         f"peak {peak_mb:.0f} MB"
     )
+    return 0
+
+
+def write_dkim_keys(tmp: Path) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    paths = (tmp / "dkim-rsa.pem", tmp / "dkim-ed25519.pem")
+    made = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        ed25519.Ed25519PrivateKey.generate(),
+    )
+    for path, key in zip(paths, made, strict=True):
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return paths
+
+
+def dkim_main(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from newsletter.db import utcnow
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-send-") as tmp_name,
+        scratch_database(args.database_url, wipe=args.wipe) as url,
+    ):
+        tmp = Path(tmp_name)
+        rsa_path, ed_path = write_dkim_keys(tmp)
+        rsa_settings = {"DKIM_SELECTOR": "bench", "DKIM_PRIVATE_KEY_FILE": str(rsa_path)}
+        runs: list[tuple[str, dict[str, Any]]] = [
+            ("unsigned", {}),
+            ("rsa-sha256", rsa_settings),
+            (
+                "rsa-sha256 + ed25519-sha256",
+                {
+                    **rsa_settings,
+                    "DKIM_ED25519_SELECTOR": "bench-ed",
+                    "DKIM_ED25519_PRIVATE_KEY_FILE": str(ed_path),
+                },
+            ),
+        ]
+        with running_sink(tmp) as sink:
+            settings: dict[str, Any] = {
+                "DATABASE_URL": url,
+                "MAIL_URL": sink.url,
+                "SECRET_KEY": os.urandom(32).hex(),
+            }
+            if args.connections:
+                settings["SEND_CONNECTIONS"] = args.connections
+            app = bench_app(url, tmp_name, **settings)
+            connections = int(app.config["SEND_CONNECTIONS"])
+            insert_readers(app, args.readers)
+            settings.update({k: app.config[k] for k in ("BASE_URL", "MAIL_FROM", "POSTAL_ADDRESS")})
+            settings["OUTBOX_DIR"] = str(tmp / "outbox")
+            n, half = args.readers, args.readers // 2
+            figures = []
+            for index, (name, extra) in enumerate(runs):
+                built = build_edition(app, now=utcnow() + timedelta(days=index))
+                message = sample_message(app, built.edition_id)
+                before = sink.messages()
+                base = baseline(sink, message, half, connections)
+                result = deliver({"settings": {**settings, **extra}, "day": built.day.isoformat()})
+                base += baseline(sink, message, n - half, connections, first=half)
+                states = ledger_states(app, built.edition_id)
+                if states != {"sent": n} or sink.messages() - before != 2 * n:
+                    raise BenchError(f"{name}: not every reader got the edition: {states}")
+                rate, base_rate = n / result["seconds"], n / base
+                figures.append((name, rate, base_rate, rate / base_rate))
+                say(
+                    f"send dkim: {name}: {rate:.0f} msg/s vs baseline {base_rate:.0f} msg/s, "
+                    f"ratio {rate / base_rate:.2f} ({n} readers, {connections} connections, "
+                    f"message {len(message) / 1024:.1f} KB unsigned)"
+                )
+            app.extensions["db"].dispose()
+    unsigned = figures[0][1]
+    for name, rate, _, ratio in figures[1:]:
+        ok = "met" if ratio >= DKIM_RATIO_TARGET else "MISSED"
+        say(
+            f"send dkim: {name} keeps {rate / unsigned:.2f} of the unsigned delivery; "
+            f"ratio target >= {DKIM_RATIO_TARGET}: {ok}"
+        )
+    say("send dkim: " + ", ".join(f"{name} ratio {ratio:.2f}" for name, _, _, ratio in figures))
     return 0
 
 

@@ -58,6 +58,14 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
     scheduler.add_job(
         "jobs.tasks:fetch_feeds", "interval", minutes=5, id="fetch_feeds", replace_existing=True
     )
+    # Deliverability: the bounce mailbox, when BOUNCE_IMAP_URL names one.
+    scheduler.add_job(
+        "jobs.tasks:fetch_bounces",
+        "interval",
+        minutes=app.config["BOUNCE_FETCH_MINUTES"],
+        id="fetch_bounces",
+        replace_existing=True,
+    )
     return scheduler
 
 

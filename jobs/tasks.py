@@ -162,3 +162,27 @@ def fetch_feeds() -> str | None:
     if results:
         log.info("fetch_feeds: %d feeds, %d new articles, %d failed", len(results), new, failed)
     return None
+
+
+@scheduled
+def fetch_bounces() -> str | None:
+    """Every BOUNCE_FETCH_MINUTES: read the bounce mailbox, when there is one."""
+    from newsletter.deliverability.mailbox import MailboxError
+    from newsletter.deliverability.mailbox import fetch_bounces as run
+    from newsletter.locks import job_lock
+
+    app = job_app()
+    if not app.config.get("BOUNCE_IMAP_URL"):
+        return SKIPPED
+    db = app.extensions["db"]
+    with app.app_context(), job_lock(db, "fetch_bounces", ttl=3600) as acquired:
+        if not acquired:
+            log.info("fetch_bounces: another worker is running it; skipped")
+            return SKIPPED
+        try:
+            summary = run(app)
+        except MailboxError as exc:
+            log.warning("fetch_bounces: %s", exc.message)
+            return FAILED
+    log.info("fetch_bounces: %s", summary.describe())
+    return None

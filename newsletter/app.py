@@ -21,6 +21,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from newsletter import logs, metrics
 from newsletter.config import TEMPLATES_DIR, Config
 from newsletter.db import Database, close_session, db_session
+from newsletter.deliverability import dkim
 from newsletter.errors import UNEXPECTED_ERROR, NewsletterError, RateLimited
 from newsletter.extensions import csrf
 from newsletter.headers import CONTENT_SECURITY_POLICY, security_headers
@@ -91,6 +92,8 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     app.wsgi_app = app.extensions["lean_routes"] = lean  # type: ignore[method-assign]
     db = Database(cfg.DATABASE_URL)
     app.extensions["db"] = db
+    # Loaded once here, so a bad key stops the start rather than the first send.
+    app.extensions["dkim"] = dkim.signer_from_config(app.config)
     sending.install(db.sessionmaker)
     store.install(app, samples.every_context)  # every email uses the published templates
     app.teardown_appcontext(close_session)

@@ -31,6 +31,10 @@ def register_commands(app: Flask) -> None:
 
     app.cli.add_command(feeds_group)
     app.cli.add_command(outlets_group)
+    from newsletter.deliverability.commands import bounces_group, deliverability_group
+
+    app.cli.add_command(bounces_group)
+    app.cli.add_command(deliverability_group)
 
 
 @click.group("db", help="Database schema.")

@@ -8,6 +8,7 @@ secret rather than run insecurely.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -173,6 +174,20 @@ class Config:
     MAILGUN_WEBHOOK_TOLERANCE_SECONDS: int = 300
     SENDGRID_WEBHOOK_PUBLIC_KEY: str | None = None
     SENDGRID_WEBHOOK_TOLERANCE_SECONDS: int = 300
+    # The VERP base of every Return-Path (unset: MAIL_FROM's address), the bounce
+    # mailbox and how often the worker reads it, DKIM keys (a PEM in the env or a file),
+    # the sender id in Feedback-ID, and a resolver (host:port) for `deliverability
+    # check`, meant for testing against a local DNS server.
+    BOUNCE_ADDRESS: str = ""
+    BOUNCE_IMAP_URL: str = ""
+    BOUNCE_FETCH_MINUTES: int = 10
+    DKIM_SELECTOR: str = ""
+    DKIM_PRIVATE_KEY: str = ""
+    DKIM_PRIVATE_KEY_FILE: str = ""
+    DKIM_ED25519_SELECTOR: str = ""
+    DKIM_ED25519_PRIVATE_KEY_FILE: str = ""
+    FEEDBACK_SENDER_ID: str = "bsd"
+    DNS_RESOLVER: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -267,6 +282,16 @@ class Config:
             SENDGRID_WEBHOOK_TOLERANCE_SECONDS=_int(
                 env, "SENDGRID_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1
             ),
+            BOUNCE_ADDRESS=env.get("BOUNCE_ADDRESS", "").strip(),
+            BOUNCE_IMAP_URL=env.get("BOUNCE_IMAP_URL", "").strip(),
+            BOUNCE_FETCH_MINUTES=_int(env, "BOUNCE_FETCH_MINUTES", 10, minimum=1),
+            DKIM_SELECTOR=env.get("DKIM_SELECTOR", "").strip(),
+            DKIM_PRIVATE_KEY=env.get("DKIM_PRIVATE_KEY", ""),
+            DKIM_PRIVATE_KEY_FILE=env.get("DKIM_PRIVATE_KEY_FILE", "").strip(),
+            DKIM_ED25519_SELECTOR=env.get("DKIM_ED25519_SELECTOR", "").strip(),
+            DKIM_ED25519_PRIVATE_KEY_FILE=env.get("DKIM_ED25519_PRIVATE_KEY_FILE", "").strip(),
+            FEEDBACK_SENDER_ID=env.get("FEEDBACK_SENDER_ID", "bsd").strip() or "bsd",
+            DNS_RESOLVER=env.get("DNS_RESOLVER", "").strip(),
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
@@ -288,8 +313,19 @@ class Config:
                 raise ConfigError("debug mode must be off when NEWSLETTER_ENV=production")
             if self.MAIL_URL.startswith("outbox:"):
                 raise ConfigError("MAIL_URL must name a real mail server in production")
+            if not self.POSTAL_ADDRESS.strip():
+                raise ConfigError(
+                    "POSTAL_ADDRESS must be set when NEWSLETTER_ENV=production: the law "
+                    "(CAN-SPAM) wants a postal address in every email"
+                )
         elif not self.SECRET_KEY:
             self.SECRET_KEY = _dev_secret_key(self.instance)
+        if self.BOUNCE_ADDRESS and not re.fullmatch(
+            r"[^@\s+]+@[^@\s]+\.[^@\s]+", self.BOUNCE_ADDRESS
+        ):
+            raise ConfigError(
+                f"BOUNCE_ADDRESS must be a plain address without '+', got {self.BOUNCE_ADDRESS!r}"
+            )
         for name in ("RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_ADDRESS"):
             parse_rate(getattr(self, name), name)
         if self.LOG_FORMAT not in ("text", "json"):

@@ -298,3 +298,41 @@ def make_compact(purpose: Purpose, *values: int | None, secret: str | None = Non
 def read_compact(purpose: Purpose, token: str, *, max_age: int) -> list[int | None]:
     """The values of a valid, unexpired token, 0 given back as None."""
     return [v or None for v in _compact(_secret(), purpose).verify(token, max_age=max_age)]
+
+
+# --- VERP bounce tokens ------------------------------------------------------------------
+# The local-part suffix of a delivery's Return-Path: "<delivery id>.<mac>", the MAC an
+# 80-bit truncated HMAC-SHA256 in lower-case base32, since some relays lower-case
+# local parts.
+
+BOUNCE_MAC_BYTES = 10
+_BOUNCE_TOKEN = re.compile(r"([0-9]{1,18})\.([a-z2-7]{16})")
+
+
+class BounceTokens:
+    """Makes and reads VERP tokens naming a delivery; one per send (the key is derived
+    once)."""
+
+    def __init__(self, secret: str) -> None:
+        self._mac = hmac.new(
+            hashlib.sha256(b"bounce-token\x00" + secret.encode()).digest(),
+            digestmod=hashlib.sha256,
+        )
+
+    def _sign(self, delivery_id: int) -> str:
+        mac = self._mac.copy()
+        mac.update(str(delivery_id).encode())
+        return base64.b32encode(mac.digest()[:BOUNCE_MAC_BYTES]).decode("ascii").lower()
+
+    def make(self, delivery_id: int) -> str:
+        return f"{delivery_id}.{self._sign(delivery_id)}"
+
+    def read(self, token: str) -> int | None:
+        """The delivery id a genuine token names; None for anything else."""
+        found = _BOUNCE_TOKEN.fullmatch(token.strip().lower())
+        if found is None:
+            return None
+        delivery_id = int(found.group(1))
+        if not hmac.compare_digest(self._sign(delivery_id), found.group(2)):
+            return None
+        return delivery_id

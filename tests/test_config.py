@@ -58,17 +58,44 @@ class TestConfig:
         with pytest.raises(ConfigError, match="debug"):
             Config.from_env(env)
 
-    def test_production_with_a_secret_starts(self):
+    def test_production_with_a_secret_and_an_address_starts(self):
         env = {
             "NEWSLETTER_ENV": "production",
             "SECRET_KEY": GOOD_SECRET,
             "MAIL_URL": "smtp://relay",
+            "POSTAL_ADDRESS": "1 Main St, Springfield",
         }
         assert Config.from_env(env).production
 
+    @pytest.mark.parametrize("address", ["", "   "])
+    def test_production_needs_a_postal_address(self, address):
+        env = {
+            "NEWSLETTER_ENV": "production",
+            "SECRET_KEY": GOOD_SECRET,
+            "MAIL_URL": "smtp://relay",
+            "POSTAL_ADDRESS": address,
+        }
+        with pytest.raises(ConfigError, match="POSTAL_ADDRESS must be set"):
+            Config.from_env(env)
+
+    def test_development_runs_without_a_postal_address(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("NEWSLETTER_INSTANCE", str(tmp_path))
+        assert not Config.from_env({}).production
+
+    @pytest.mark.parametrize("address", ["bounces", "b+x@example.com", "a@b"])
+    def test_bounce_address_must_be_plain(self, tmp_path, monkeypatch, address):
+        monkeypatch.setenv("NEWSLETTER_INSTANCE", str(tmp_path))
+        with pytest.raises(ConfigError, match="BOUNCE_ADDRESS"):
+            Config.from_env({"BOUNCE_ADDRESS": address})
+
     @pytest.mark.parametrize(
         ("name", "value"),
-        [("FREE_STORIES_PER_MONTH", "ten"), ("TRIAL_DAYS", "-1"), ("RATE_LIMIT_PER_IP", "fast")],
+        [
+            ("FREE_STORIES_PER_MONTH", "ten"),
+            ("TRIAL_DAYS", "-1"),
+            ("RATE_LIMIT_PER_IP", "fast"),
+            ("BOUNCE_FETCH_MINUTES", "0"),
+        ],
     )
     def test_bad_values_are_clear_errors(self, tmp_path, monkeypatch, name, value):
         monkeypatch.setenv("NEWSLETTER_INSTANCE", str(tmp_path))

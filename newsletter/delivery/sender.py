@@ -328,7 +328,7 @@ class _Sender(threading.Thread):
         if row.state == DeliveryState.SENDING:
             run.count("resent_after_crash")
         try:
-            send_bytes(run.app, recipient.email, data, transport=self.transport)
+            send_bytes(run.app, recipient.email, data, transport=self.transport, delivery_id=row.id)
         except DeliveryError as exc:
             self._refused(row, recipient.email, exc)
             return

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from newsletter.billing.entitlement import Plan, entitlements_of, trial_days_left
 from newsletter.editions.models import Edition
 from newsletter.editions.rendering import CannotCompose, link_hole
-from newsletter.mail.message import MessageTemplate, compose
+from newsletter.mail.message import MessageTemplate, compose, feedback_id
 from newsletter.tokens import LinkSigner, MessageIds, UnsubscribeSigner
 from newsletter.tracking.meter import free_left_for
 
@@ -113,6 +113,9 @@ class EditionMessages:
                 text=v.text_body,
                 html=v.html_body,
                 list_id=cfg["LIST_ID"],
+                feedback_id=feedback_id(
+                    f"e{edition.id}", v.plan.value, cfg["LIST_ID"], cfg["FEEDBACK_SENDER_ID"]
+                ),
             )
             for v in edition.variants
         }

@@ -22,6 +22,7 @@ the header block.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -233,6 +234,7 @@ def compose(
     text: str | Sequence[Piece],
     html: str | Sequence[Piece],
     list_id: str | None = None,
+    feedback_id: str | None = None,
 ) -> MessageTemplate:
     """A `multipart/alternative` message (text, then HTML) with holes.
 
@@ -261,6 +263,8 @@ def compose(
             ("unsubscribe_url", False),
             b">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
         ]
+    if feedback_id is not None:
+        chunks.append(f"Feedback-ID: {feedback_id}\r\n".encode("ascii"))
     chunks.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode())
     part_head = (
         '--{b}\r\nContent-Type: text/{sub}; charset="utf-8"\r\n'
@@ -287,6 +291,20 @@ def _merge(chunks: Iterable[bytes | tuple[str, bool]]) -> Iterable[bytes | tuple
         yield chunk
     if pending:
         yield b"".join(pending)
+
+
+def _feedback_field(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-")[:40] or "x"
+
+
+def feedback_id(campaign: str, variant: str, list_id: str, sender_id: str) -> str:
+    """Gmail's feedback-loop header value, `campaign:variant:list:sender` (its
+    CampaignId:CustomerId:MailTypeId:SenderId): complaint rates per edition and plan show
+    in Postmaster Tools. Each field is kept to letters, digits, `.`, `_`, `-`; the list
+    is LIST_ID's id (the part in angle brackets) when it has one."""
+    inner = re.search(r"<([^<>]+)>", list_id)
+    fields = (campaign, variant, inner.group(1) if inner else list_id, sender_id)
+    return ":".join(_feedback_field(f) for f in fields)
 
 
 def sender_domain(mail_from: str) -> str:

@@ -17,6 +17,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from newsletter import metrics
+from newsletter.deliverability.dkim import DkimSigner
+from newsletter.deliverability.verp import return_path
 from newsletter.mail.message import compose, envelope_sender, now_header
 from newsletter.mail.render import render_email
 from newsletter.mail.transports import DeliveryError, Transport, transport_from_url
@@ -33,11 +35,28 @@ def open_transport(app: Flask | None = None) -> Transport:
     )
 
 
-def send_bytes(app: Flask, to: str, data: bytes, *, transport: Transport | None = None) -> None:
-    """Send one composed message to `to`, from MAIL_FROM's address: over `transport` when
-    given (a connection the caller reuses), else over one opened for this message.
-    Raises `DeliveryError` when the server refuses."""
-    envelope_from = envelope_sender(app.config["MAIL_FROM"])
+def send_bytes(
+    app: Flask,
+    to: str,
+    data: bytes,
+    *,
+    transport: Transport | None = None,
+    delivery_id: int | None = None,
+) -> None:
+    """Send one composed message to `to`: over `transport` when given (a connection the
+    caller reuses), else over one opened for this message. The envelope sender is the
+    delivery's VERP address with BOUNCE_ADDRESS set (else MAIL_FROM's address), and the
+    message is DKIM-signed when keys are configured. Raises `DeliveryError` when the
+    server refuses."""
+    cfg = app.config
+    bounce_address = cfg["BOUNCE_ADDRESS"]
+    if bounce_address:
+        envelope_from = return_path(bounce_address, cfg["SECRET_KEY"], delivery_id)
+    else:
+        envelope_from = envelope_sender(cfg["MAIL_FROM"])
+    signer: DkimSigner | None = app.extensions.get("dkim")
+    if signer is not None:
+        data = signer.sign(data)
     own = transport is None
     try:
         if transport is None:
@@ -50,7 +69,6 @@ def send_bytes(app: Flask, to: str, data: bytes, *, transport: Transport | None 
         if own and transport is not None:
             transport.close()
     metrics.SMTP_REPLIES.labels("2xx").inc()
-
 
 def common_context(app: Flask) -> dict[str, Any]:
     cfg = app.config
