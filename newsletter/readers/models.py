@@ -57,6 +57,16 @@ class Reader(Base):
     suppression: Mapped[Suppression | None] = mapped_column(str_enum(Suppression))
     suppressed_at: Mapped[datetime | None]
     suppressed_reason: Mapped[str | None] = mapped_column(String(1000))
+    # Where the consent to list mail came from and when it was given: "signup" (double
+    # opt-in here) or the platform and file an import took it from.
+    consent_source: Mapped[str | None] = mapped_column(String(300))
+    consent_at: Mapped[datetime | None]
+    # Imported without documented consent: waiting for its opt-in email, which a job
+    # sends at a steady rate (`newsletter.readers.importing.send_queued_invites`).
+    invite_queued_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Set when the reader's personal data was erased at their request; the row stays
+    # (anonymised) so the counts built on it stay right.
+    erased_at: Mapped[datetime | None]
 
     consents: Mapped[list[Consent]] = relationship(
         back_populates="reader", order_by="Consent.id", cascade="all, delete-orphan"
@@ -71,6 +81,7 @@ class ConsentKind(StrEnum):
     CONFIRM = "confirm"
     RESUBSCRIBE = "resubscribe"
     UNSUBSCRIBE = "unsubscribe"
+    IMPORT = "import"  # consent documented by another platform's export
 
 
 class Consent(Base):
@@ -87,3 +98,13 @@ class Consent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     reader: Mapped[Reader] = relationship(back_populates="consents")
+
+
+class ErasedAddress(Base):
+    """An address erased at its owner's request, kept only as a keyed hash
+    (`newsletter.readers.erasure.address_hash`) so an import cannot bring it back."""
+
+    __tablename__ = "erased_addresses"
+
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(default=utcnow)

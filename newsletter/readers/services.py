@@ -32,6 +32,9 @@ CONSENT_WORDING = (
     "left, center and right. I can unsubscribe at any time with one click."
 )
 
+# `Reader.consent_source` of a reader who opted in here (imports name their platform).
+SIGNUP_CONSENT_SOURCE = "signup"
+
 
 @dataclass(frozen=True)
 class RequestInfo:
@@ -270,6 +273,8 @@ def confirm(
     reader.status = ReaderStatus.CONFIRMED
     reader.confirmed_at = now
     reader.unsubscribed_at = None
+    reader.consent_source, reader.consent_at = SIGNUP_CONSENT_SOURCE, now
+    reader.invite_queued_at = None
     _record_consent(session, reader, ConsentKind.CONFIRM, request_info, now, CONSENT_WORDING)
     session.flush()
     return reader
