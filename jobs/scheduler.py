@@ -43,6 +43,14 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
     scheduler.add_job(
         "jobs.tasks:assemble_ahead", "interval", hours=1, id="assemble_ahead", replace_existing=True
     )  # noqa: E501
+    # Imported readers without documented consent: their opt-in emails, at a steady rate.
+    scheduler.add_job(
+        "jobs.tasks:send_import_invites",
+        "interval",
+        minutes=1,
+        id="send_import_invites",
+        replace_existing=True,
+    )
     # Billing: once a day, re-read Stripe so a missed webhook heals itself.
     scheduler.add_job(
         "jobs.tasks:reconcile_billing",

@@ -27,6 +27,9 @@ def register_commands(app: Flask) -> None:
     from newsletter.billing.commands import stripe_group
 
     app.cli.add_command(stripe_group)
+    from newsletter.readers.commands import readers_group
+
+    app.cli.add_command(readers_group)
 
 
 @click.group("db", help="Database schema.")

@@ -141,6 +141,12 @@ class Config:
     TEMPLATE_MEMORY_MB: int = 256
     TEMPLATE_OUTPUT_MB: int = 4
     TEMPLATE_WALL_SECONDS: float = 10.0
+    # Lists moved in (newsletter/readers/importing.py): opt-in emails the worker sends
+    # per minute to imported readers without documented consent, and the largest upload.
+    IMPORT_INVITES_PER_RUN: int = 60
+    IMPORT_MAX_BYTES: int = 100 * 1024 * 1024
+    # How long the emailed "delete my account" link stays valid, in seconds.
+    ERASE_TOKEN_MAX_AGE: int = 24 * 3600
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -204,6 +210,9 @@ class Config:
             TEMPLATE_MEMORY_MB=_int(env, "TEMPLATE_MEMORY_MB", 256, minimum=16),
             TEMPLATE_OUTPUT_MB=_int(env, "TEMPLATE_OUTPUT_MB", 4, minimum=1),
             TEMPLATE_WALL_SECONDS=_float(env, "TEMPLATE_WALL_SECONDS", 10.0, 1.0, 3600.0),
+            IMPORT_INVITES_PER_RUN=_int(env, "IMPORT_INVITES_PER_RUN", 60, minimum=1),
+            IMPORT_MAX_BYTES=_int(env, "IMPORT_MAX_BYTES", 100 * 1024 * 1024, minimum=1),
+            ERASE_TOKEN_MAX_AGE=_int(env, "ERASE_TOKEN_MAX_AGE", 24 * 3600, minimum=60),
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
