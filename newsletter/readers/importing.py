@@ -49,6 +49,7 @@ from newsletter.readers.services import normalize_email, send_confirmation, vali
 BATCH = 1000  # rows per INSERT: bounded memory and statement size whatever the file
 MAX_REJECTIONS_KEPT = 1000  # every rejection is counted; the first ones are listed
 MAX_FILENAME = 100
+NOT_UTF8 = "The file is not UTF-8 text: export it again as UTF-8 CSV"
 
 readers_table = table_of(Reader)
 consents_table = table_of(Consent)
@@ -281,7 +282,9 @@ def _rows(stream: IO[str]) -> tuple[list[str], Iterator[tuple[int, dict[str, str
     reader = csv.DictReader(stream)
     try:
         headers = [h.strip() for h in (reader.fieldnames or [])]
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise InvalidInput(NOT_UTF8) from None
+    except csv.Error as exc:
         raise InvalidInput(f"The file is not a readable CSV file: {exc}") from None
     if not headers:
         raise InvalidInput("The file is empty: it has no header line.")
@@ -292,10 +295,7 @@ def _rows(stream: IO[str]) -> tuple[list[str], Iterator[tuple[int, dict[str, str
             for row in reader:
                 yield reader.line_num, row  # type: ignore[misc]
         except UnicodeDecodeError:
-            raise InvalidInput(
-                f"The file is not UTF-8 text (after line {reader.line_num}); export it again "
-                "as UTF-8 CSV."
-            ) from None
+            raise InvalidInput(f"{NOT_UTF8} (after line {reader.line_num})") from None
         except csv.Error as exc:
             raise InvalidInput(f"Line {reader.line_num} is not valid CSV: {exc}") from None
 
