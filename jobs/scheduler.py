@@ -37,9 +37,10 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
         replace_existing=True,
     )
     # Deliveries: every minute to the readers whose hour has come; editions made ahead.
+    tick = int(app.config.get("WORKER_TICK_SECONDS", 60))
     scheduler.add_job(
-        "jobs.tasks:deliver_due", "interval", minutes=1, id="deliver_due", replace_existing=True
-    )  # noqa: E501
+        "jobs.tasks:deliver_due", "interval", seconds=tick, id="deliver_due", replace_existing=True
+    )
     scheduler.add_job(
         "jobs.tasks:assemble_ahead", "interval", hours=1, id="assemble_ahead", replace_existing=True
     )  # noqa: E501
@@ -47,7 +48,7 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
     scheduler.add_job(
         "jobs.tasks:send_import_invites",
         "interval",
-        minutes=1,
+        seconds=tick,
         id="send_import_invites",
         replace_existing=True,
     )

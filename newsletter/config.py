@@ -147,6 +147,8 @@ class Config:
     IMPORT_MAX_BYTES: int = 100 * 1024 * 1024
     # How long the emailed "delete my account" link stays valid, in seconds.
     ERASE_TOKEN_MAX_AGE: int = 24 * 3600
+    # How often the worker runs its every-minute jobs (deliveries, opt-in emails).
+    WORKER_TICK_SECONDS: int = 60
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -213,6 +215,7 @@ class Config:
             IMPORT_INVITES_PER_RUN=_int(env, "IMPORT_INVITES_PER_RUN", 60, minimum=1),
             IMPORT_MAX_BYTES=_int(env, "IMPORT_MAX_BYTES", 100 * 1024 * 1024, minimum=1),
             ERASE_TOKEN_MAX_AGE=_int(env, "ERASE_TOKEN_MAX_AGE", 24 * 3600, minimum=60),
+            WORKER_TICK_SECONDS=_int(env, "WORKER_TICK_SECONDS", 60, minimum=1),
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
