@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.db import Base, str_enum, utcnow
@@ -28,6 +28,11 @@ class Suppression(StrEnum):
 
 class Reader(Base):
     __tablename__ = "readers"
+    # The worker's every-minute question (which zones have confirmed readers, and who is
+    # due there) answered from the index alone, whatever the list size.
+    __table_args__ = (
+        Index("ix_readers_status_timezone_hour", "status", "timezone", "delivery_hour"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # As the reader typed it, with the domain lower-cased (the local part may be

@@ -2,8 +2,9 @@
 
 Readers get `consent_source` and `consent_at` (where and when their consent was given:
 signup here or another platform's export), `invite_queued_at` (imported readers waiting
-for their opt-in email) and `erased_at`. `erased_addresses` keeps a keyed hash of every
-address erased at its owner's request, so an import cannot bring it back.
+for their opt-in email), `erased_at`, and an index for the worker's due-readers query.
+`erased_addresses` keeps a keyed hash of every address erased at its owner's request, so
+an import cannot bring it back.
 
 Revision ID: 0015
 Revises: 0010
@@ -33,6 +34,9 @@ def upgrade() -> None:
     op.add_column("readers", sa.Column("invite_queued_at", _DATETIME, nullable=True))
     op.add_column("readers", sa.Column("erased_at", _DATETIME, nullable=True))
     op.create_index(op.f("ix_readers_invite_queued_at"), "readers", ["invite_queued_at"])
+    op.create_index(
+        "ix_readers_status_timezone_hour", "readers", ["status", "timezone", "delivery_hour"]
+    )
     # Readers who confirmed here before this column existed: their consent is the signup.
     op.execute(
         "UPDATE readers SET consent_source = 'signup', consent_at = confirmed_at "
@@ -48,6 +52,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("erased_addresses")
+    op.drop_index("ix_readers_status_timezone_hour", table_name="readers")
     op.drop_index(op.f("ix_readers_invite_queued_at"), table_name="readers")
     for column in ("erased_at", "invite_queued_at", "consent_at", "consent_source"):
         op.execute(f"ALTER TABLE readers DROP COLUMN {column}")
