@@ -283,3 +283,14 @@ def test_100000_rows_import_in_bulk(app, session, tmp_path):
     assert (
         session.scalar(select(func.count()).where(Reader.invite_queued_at.is_not(None))) == 50_000
     )
+
+
+def test_the_ascii_fast_path_finds_the_same_control_characters():
+    import unicodedata
+
+    from newsletter.readers.services import _has_control_characters
+
+    for code in range(0x3000):
+        ch = chr(code)
+        expected = unicodedata.category(ch).startswith("C")
+        assert _has_control_characters(f"a{ch}b@example.com") == expected, hex(code)
