@@ -39,12 +39,21 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
         replace_existing=True,
     )
     # Deliveries: every minute to the readers whose hour has come; editions made ahead.
+    tick = int(app.config.get("WORKER_TICK_SECONDS", 60))
     scheduler.add_job(
-        "jobs.tasks:deliver_due", "interval", minutes=1, id="deliver_due", replace_existing=True
-    )  # noqa: E501
+        "jobs.tasks:deliver_due", "interval", seconds=tick, id="deliver_due", replace_existing=True
+    )
     scheduler.add_job(
         "jobs.tasks:assemble_ahead", "interval", hours=1, id="assemble_ahead", replace_existing=True
     )  # noqa: E501
+    # Imported readers without documented consent: their opt-in emails, at a steady rate.
+    scheduler.add_job(
+        "jobs.tasks:send_import_invites",
+        "interval",
+        seconds=tick,
+        id="send_import_invites",
+        replace_existing=True,
+    )
     # Billing: once a day, re-read Stripe so a missed webhook heals itself.
     scheduler.add_job(
         "jobs.tasks:reconcile_billing",

@@ -186,3 +186,16 @@ def fetch_bounces() -> str | None:
             return FAILED
     log.info("fetch_bounces: %s", summary.describe())
     return None
+
+
+@scheduled
+def send_import_invites() -> None:
+    """Every minute: the next imported readers without documented consent get their
+    opt-in email (IMPORT_INVITES_PER_RUN a run, so a big import goes out steadily)."""
+    from newsletter.readers.importing import send_queued_invites
+
+    app = job_app()
+    with app.app_context(), app.extensions["db"].session() as session:
+        sent = send_queued_invites(session)
+    if sent:
+        log.info("send_import_invites: sent %d opt-in emails", sent)

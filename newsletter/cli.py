@@ -35,6 +35,9 @@ def register_commands(app: Flask) -> None:
 
     app.cli.add_command(bounces_group)
     app.cli.add_command(deliverability_group)
+    from newsletter.readers.commands import readers_group
+
+    app.cli.add_command(readers_group)
 
 
 @click.group("db", help="Database schema.")

@@ -188,6 +188,14 @@ class Config:
     DKIM_ED25519_PRIVATE_KEY_FILE: str = ""
     FEEDBACK_SENDER_ID: str = "bsd"
     DNS_RESOLVER: str = ""
+    # Lists moved in (newsletter/readers/importing.py): opt-in emails the worker sends
+    # per minute to imported readers without documented consent, and the largest upload.
+    IMPORT_INVITES_PER_RUN: int = 60
+    IMPORT_MAX_BYTES: int = 100 * 1024 * 1024
+    # How long the emailed "delete my account" link stays valid, in seconds.
+    ERASE_TOKEN_MAX_AGE: int = 24 * 3600
+    # How often the worker runs its every-minute jobs (deliveries, opt-in emails).
+    WORKER_TICK_SECONDS: int = 60
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -292,6 +300,10 @@ class Config:
             DKIM_ED25519_PRIVATE_KEY_FILE=env.get("DKIM_ED25519_PRIVATE_KEY_FILE", "").strip(),
             FEEDBACK_SENDER_ID=env.get("FEEDBACK_SENDER_ID", "bsd").strip() or "bsd",
             DNS_RESOLVER=env.get("DNS_RESOLVER", "").strip(),
+            IMPORT_INVITES_PER_RUN=_int(env, "IMPORT_INVITES_PER_RUN", 60, minimum=1),
+            IMPORT_MAX_BYTES=_int(env, "IMPORT_MAX_BYTES", 100 * 1024 * 1024, minimum=1),
+            ERASE_TOKEN_MAX_AGE=_int(env, "ERASE_TOKEN_MAX_AGE", 24 * 3600, minimum=60),
+            WORKER_TICK_SECONDS=_int(env, "WORKER_TICK_SECONDS", 60, minimum=1),
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():

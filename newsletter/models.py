@@ -9,7 +9,7 @@ from newsletter.feeds.models import Feed, FeedRun
 from newsletter.locks import JobLock
 from newsletter.mail.templates.models import EmailTemplate, TemplateFailure, TemplateVersion
 from newsletter.ratelimit import RateLimitHit
-from newsletter.readers.models import Consent, Reader
+from newsletter.readers.models import Consent, ErasedAddress, Reader
 from newsletter.scheduling import SchedulerJob
 from newsletter.stories.models import Article, Outlet, Story
 from newsletter.tracking.models import Click, Event, Read
@@ -27,6 +27,7 @@ __all__ = [
     "Event",
     "Read",
     "Consent",
+    "ErasedAddress",
     "Delivery",
     "ReceivedReport",
     "WebhookToken",

@@ -38,6 +38,8 @@ class Purpose(StrEnum):
     READING = "reading"
     # One story page view, which the page's script sends back to charge the read.
     READ_VIEW = "read-view"
+    # The emailed link that confirms "delete my account".
+    ERASE = "erase"
 
 
 def _secret() -> str:

@@ -45,6 +45,22 @@ def audit(session: Session, staff: Reader, action: str, target: str = "", detail
     session.flush()
 
 
+def audit_as(session: Session, actor: str, action: str, target: str = "", detail: str = "") -> None:
+    """An entry for an action no staff member took in the staff area: the command line,
+    or a reader acting on their own account (`actor` says which)."""
+    session.add(
+        AuditEntry(
+            staff_id=None,
+            staff_email=actor,
+            action=action,
+            target=target[:200],
+            detail=detail,
+            at=utcnow(),
+        )
+    )
+    session.flush()
+
+
 def audit_entries(
     session: Session, limit: int = 200, before: int | None = None
 ) -> list[AuditEntry]:

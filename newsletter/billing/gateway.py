@@ -235,6 +235,15 @@ class StripeGateway:
         """A deleted customer comes back as `{"id": …, "deleted": true}`."""
         return self._get(f"/v1/customers/{quote(customer_id, safe='')}")
 
+    def delete_customer(self, customer_id: str) -> None:
+        """Delete a customer (Stripe cancels its subscriptions at once). One already gone
+        counts as deleted: a retried erasure must get through."""
+        try:
+            self.client.v1.customers.delete(customer_id)
+        except stripe.StripeError as exc:
+            if not is_not_found(exc):
+                raise
+
     # --- subscriptions and invoices ------------------------------------------------------
 
     def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:

@@ -57,10 +57,10 @@ def edition_for(session: Session, day: date, *, now: datetime | None = None) -> 
     return assemble(session, day, now=now or utcnow()).edition
 
 
-def plans_for(session: Session, batch: Sequence[Reader], now: datetime) -> dict[int, Plan]:
+def plans_for(session: Session, reader_ids: Sequence[int], now: datetime) -> dict[int, Plan]:
     """Each reader's plan, which fixes the variant they get: billing's answer for the
-    whole chunk in one query."""
-    return plans_of(session, [reader.id for reader in batch], now)
+    whole chunk in one query (ids only: no reader object is loaded to enqueue)."""
+    return plans_of(session, reader_ids, now)
 
 
 def _enqueue_chunks(
@@ -71,8 +71,9 @@ def _enqueue_chunks(
 
     Readers are taken CHUNK ids at a time (an id range: a bounded read whatever plan the
     database picks), those with a row already are dropped, the plans of the rest computed
-    in Python, and each plan's share written by one INSERT ... SELECT ... ON CONFLICT DO
-    NOTHING that re-checks `confirmed` in the same statement.
+    from their ids (one billing query; no reader object is loaded, so memory stays flat
+    whatever the list size), and each plan's share written by one INSERT ... SELECT ...
+    ON CONFLICT DO NOTHING that re-checks `confirmed` in the same statement.
 
     No anti-join inside a query on purpose: rows inserted earlier in this same transaction
     are invisible to the planner's statistics, and PostgreSQL then picks a nested loop
@@ -105,12 +106,9 @@ def _enqueue_chunks(
             ids = [i for i in ids if i not in done]
         if not ids:
             continue
-        batch = list(session.scalars(select(Reader).where(Reader.id.in_(ids))))
         by_plan: dict[Plan, list[int]] = defaultdict(list)
-        for reader_id, plan in plans_for(session, batch, now).items():
+        for reader_id, plan in plans_for(session, ids, now).items():
             by_plan[plan].append(reader_id)
-        for reader in batch:  # keep the identity map small: 100,000 readers must stream
-            session.expunge(reader)
         for plan, plan_ids in by_plan.items():
             queued += _insert_rows(session, insert, edition.id, plan, plan_ids, now)
     if queued:

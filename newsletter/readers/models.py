@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.db import Base, str_enum, utcnow
@@ -28,6 +28,11 @@ class Suppression(StrEnum):
 
 class Reader(Base):
     __tablename__ = "readers"
+    # The worker's every-minute question (which zones have confirmed readers, and who is
+    # due there) answered from the index alone, whatever the list size.
+    __table_args__ = (
+        Index("ix_readers_status_timezone_hour", "status", "timezone", "delivery_hour"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # As the reader typed it, with the domain lower-cased (the local part may be
@@ -57,6 +62,16 @@ class Reader(Base):
     suppression: Mapped[Suppression | None] = mapped_column(str_enum(Suppression))
     suppressed_at: Mapped[datetime | None]
     suppressed_reason: Mapped[str | None] = mapped_column(String(1000))
+    # Where the consent to list mail came from and when it was given: "signup" (double
+    # opt-in here) or the platform and file an import took it from.
+    consent_source: Mapped[str | None] = mapped_column(String(300))
+    consent_at: Mapped[datetime | None]
+    # Imported without documented consent: waiting for its opt-in email, which a job
+    # sends at a steady rate (`newsletter.readers.importing.send_queued_invites`).
+    invite_queued_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Set when the reader's personal data was erased at their request; the row stays
+    # (anonymised) so the counts built on it stay right.
+    erased_at: Mapped[datetime | None]
 
     consents: Mapped[list[Consent]] = relationship(
         back_populates="reader", order_by="Consent.id", cascade="all, delete-orphan"
@@ -71,6 +86,7 @@ class ConsentKind(StrEnum):
     CONFIRM = "confirm"
     RESUBSCRIBE = "resubscribe"
     UNSUBSCRIBE = "unsubscribe"
+    IMPORT = "import"  # consent documented by another platform's export
 
 
 class Consent(Base):
@@ -87,3 +103,13 @@ class Consent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     reader: Mapped[Reader] = relationship(back_populates="consents")
+
+
+class ErasedAddress(Base):
+    """An address erased at its owner's request, kept only as a keyed hash
+    (`newsletter.readers.erasure.address_hash`) so an import cannot bring it back."""
+
+    __tablename__ = "erased_addresses"
+
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(default=utcnow)

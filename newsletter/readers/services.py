@@ -32,6 +32,9 @@ CONSENT_WORDING = (
     "left, center and right. I can unsubscribe at any time with one click."
 )
 
+# `Reader.consent_source` of a reader who opted in here (imports name their platform).
+SIGNUP_CONSENT_SOURCE = "signup"
+
 
 @dataclass(frozen=True)
 class RequestInfo:
@@ -39,6 +42,16 @@ class RequestInfo:
 
     ip: str | None
     user_agent: str | None
+
+
+# In ASCII, Unicode's "C" categories are exactly the C0 controls and DEL.
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _has_control_characters(value: str) -> bool:
+    if value.isascii():  # one regex pass instead of a category look-up per character
+        return _ASCII_CONTROL.search(value) is not None
+    return any(unicodedata.category(ch).startswith("C") for ch in value)
 
 
 def normalize_email(raw: str) -> str:
@@ -54,7 +67,7 @@ def normalize_email(raw: str) -> str:
     if raw is None or not raw.strip():
         raise InvalidInput("Please enter your email address.")
     value = raw.strip()
-    if any(unicodedata.category(ch).startswith("C") for ch in value):
+    if _has_control_characters(value):
         raise InvalidInput("An email address cannot contain line breaks or control characters.")
     if len(value) > MAX_EMAIL_LENGTH:
         raise InvalidInput(f"An email address can be at most {MAX_EMAIL_LENGTH} characters long.")
@@ -270,6 +283,8 @@ def confirm(
     reader.status = ReaderStatus.CONFIRMED
     reader.confirmed_at = now
     reader.unsubscribed_at = None
+    reader.consent_source, reader.consent_at = SIGNUP_CONSENT_SOURCE, now
+    reader.invite_queued_at = None
     _record_consent(session, reader, ConsentKind.CONFIRM, request_info, now, CONSENT_WORDING)
     session.flush()
     return reader

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import (
     Blueprint,
     current_app,
@@ -12,6 +14,7 @@ from flask import (
     request,
     url_for,
 )
+from flask import session as cookie
 
 from newsletter.auth.session import current_reader, login_required
 from newsletter.billing.entitlement import billing_status, plan_of, trial_ends_at
@@ -185,3 +188,55 @@ def me_payload(reader) -> dict:  # type: ignore[no-untyped-def]
 @login_required
 def api_me():  # type: ignore[no-untyped-def]
     return jsonify(me_payload(current_reader()))
+
+
+# --- the reader's data rights: download, delete ------------------------------------------
+
+
+@bp.get("/account/data.json")
+@login_required
+def account_data():  # type: ignore[no-untyped-def]
+    from newsletter.readers.data import reader_data
+
+    body = json.dumps(reader_data(db_session(), current_reader()), indent=2, sort_keys=True)
+    response = current_app.response_class(body, mimetype="application/json")
+    response.headers["Content-Disposition"] = 'attachment; filename="both-sides-daily-data.json"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/account/delete")
+@login_required
+def account_delete_request():  # type: ignore[no-untyped-def]
+    from newsletter.readers.erasure import request_erasure
+
+    session = db_session()
+    reader = current_reader()
+    if not request_erasure(session, reader):
+        return _account_page(
+            "We can't send email to this address, so we can't confirm the deletion by email. "
+            "Please write to us from it and we will delete your account.",
+            400,
+        )
+    session.commit()
+    return render_template("erase_sent.html", reader=reader)
+
+
+@bp.route("/account/delete/<token>", methods=["GET", "POST"])
+def account_delete(token: str):  # type: ignore[no-untyped-def]
+    from newsletter.admin.services import audit_as
+    from newsletter.readers.erasure import erase_reader, reader_for_erase_token
+
+    session = db_session()
+    try:
+        reader = reader_for_erase_token(session, token)
+    except InvalidToken as exc:
+        return render_template("link_problem.html", message=exc.message, kind="erase"), 400
+    if request.method != "POST":
+        # A GET never erases: mail scanners open every link.
+        return render_template("erase_confirm.html", reader=reader, token=token)
+    erase_reader(session, reader)
+    audit_as(session, "the reader (self-service)", "reader.erase", "", "at the reader's request")
+    session.commit()
+    cookie.clear()  # the erasure already ended every session of theirs server-side
+    return render_template("erased.html")

@@ -15,6 +15,8 @@ from newsletter.extensions import csrf
 from newsletter.readers.models import Reader
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+# Endpoints that take files bigger than the app's 1 MB request limit.
+LARGE_UPLOADS = frozenset({"admin.readers_import"})
 
 # Email HTML shown to staff is untrusted: a frame of its own, no scripts, no requests
 # out except images (as the outbox does).
@@ -45,6 +47,8 @@ def staff_only():  # type: ignore[no-untyped-def]
     if reader is None or not reader.is_staff:
         abort(404)
     if request.method not in ("GET", "HEAD", "OPTIONS"):
+        if request.endpoint in LARGE_UPLOADS:  # before the form is read, CSRF token included
+            request.max_content_length = current_app.config["IMPORT_MAX_BYTES"]
         csrf.protect()
 
 

@@ -1,13 +1,25 @@
-"""`/admin/readers/…`: search readers, see their facts, resend, suppress, unsuppress."""
+"""`/admin/readers/…`: search readers, see their facts, resend, suppress, unsuppress;
+import and export lists; erase a reader on their request."""
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import (
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 
 from newsletter.admin import services
 from newsletter.admin.views.blueprint import bp, current_staff
-from newsletter.db import db_session
+from newsletter.db import db_session, utcnow
 from newsletter.errors import InvalidInput, NotFound
+from newsletter.readers.erasure import erase_reader
+from newsletter.readers.exporting import export_csv
+from newsletter.readers.importing import SOURCES, Platform, import_readers
 from newsletter.readers.models import Reader
 
 
@@ -69,3 +81,66 @@ def reader_suppress(reader_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/readers/<int:reader_id>/unsuppress")
 def reader_unsuppress(reader_id: int):  # type: ignore[no-untyped-def]
     return _reader_action(reader_id, "unsuppress")
+
+
+# --- lists in and out, and erasure on request --------------------------------------------
+
+
+@bp.route("/readers/import", methods=["GET", "POST"])
+def readers_import():  # type: ignore[no-untyped-def]
+    if request.method == "GET":
+        return render_template("admin/readers_import.html", sources=SOURCES, report=None)
+    upload = request.files.get("file")
+    source = request.form.get("source", "auto")
+    if upload is None or not upload.filename:
+        return _import_error("Choose the CSV file to import.")
+    if source not in SOURCES:
+        return _import_error("Choose the platform the file comes from, or “auto”.")
+    session = db_session()
+    platform = None if source == "auto" else Platform(source)
+    try:
+        report = import_readers(session, upload.stream, filename=upload.filename, platform=platform)
+    except InvalidInput as exc:
+        session.rollback()
+        return _import_error(f"{exc.message} Nothing was imported.")
+    services.audit(session, current_staff(), "readers.import", report.filename, report.summary())
+    session.commit()
+    return render_template("admin/readers_import.html", sources=SOURCES, report=report)
+
+
+def _import_error(message: str):  # type: ignore[no-untyped-def]
+    return (
+        render_template("admin/readers_import.html", sources=SOURCES, report=None, error=message),
+        400,
+    )
+
+
+@bp.post("/readers/export")
+def readers_export():  # type: ignore[no-untyped-def]
+    session = db_session()
+    services.audit(session, current_staff(), "readers.export", "all readers", "CSV")
+    session.commit()
+    stamp = utcnow().strftime("%Y%m%d-%H%M")
+    response = current_app.response_class(
+        stream_with_context(export_csv(session)), mimetype="text/csv"
+    )
+    response.headers["Content-Disposition"] = f'attachment; filename="readers-{stamp}.csv"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/readers/<int:reader_id>/erase")
+def reader_erase(reader_id: int):  # type: ignore[no-untyped-def]
+    session = db_session()
+    target = session.get(Reader, reader_id)
+    if target is None:
+        raise NotFound("No such reader.")
+    if request.form.get("confirm") != "erase":
+        flash("Tick the box to confirm: erasing cannot be undone.", "error")
+        return redirect(url_for("admin.reader", reader_id=reader_id), 303)
+    erase_reader(session, target)
+    # Who asked is deliberately not recorded: the entry says only that it happened.
+    services.audit(session, current_staff(), "reader.erase", "", "request received by email")
+    session.commit()
+    flash("The reader's personal data is erased.", "ok")
+    return redirect(url_for("admin.reader", reader_id=reader_id), 303)

@@ -170,6 +170,14 @@ def _known(name: str) -> dict[str, dict[str, Any]] | None:
                 "valid_hours": cfg["CONFIRM_TOKEN_MAX_AGE"] // 3600,
             }
         }
+    if name == "erase":
+        return {
+            "default": {
+                **_common(),
+                "erase_url": f"{base}/account/delete/sample-token",
+                "valid_hours": cfg["ERASE_TOKEN_MAX_AGE"] // 3600,
+            }
+        }
     if name == "signin":
         ctx = {
             **_common(),

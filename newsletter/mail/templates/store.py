@@ -40,6 +40,7 @@ LABELS = {
     "signin": "Sign-in link",
     "trial_will_end": "Trial ending",
     "payment_failed": "Payment failed",
+    "erase": "Delete account: confirmation",
     LAYOUT: "Layout and footer (shared by every email)",
 }
 PART_LABELS = {"subject": "Subject", "mjml": "HTML body (MJML + Jinja)", "text": "Text body"}
