@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -34,13 +34,15 @@ from sqlalchemy.orm import Session
 from newsletter.billing.entitlement import Plan, plans_of
 from newsletter.db import UTCDateTime, rowcount, utcnow
 from newsletter.delivery.models import Delivery, DeliveryState
-from newsletter.delivery.schedule import local_slots
+from newsletter.delivery.schedule import due_on, local_slots, same_local_day
 from newsletter.editions.assembly import NoStories, assemble
 from newsletter.editions.models import Edition, EditionStatus
 from newsletter.readers.models import Reader, ReaderStatus
 
 # Readers handled per statement: bounded memory whatever the list size.
 CHUNK = 2000
+# Longer than any local day (25 hours on a fall-back day), to find today's deliveries.
+LOCAL_DAY_REACH = timedelta(hours=27)
 
 deliveries = Delivery.__table__
 readers = Reader.__table__
@@ -70,7 +72,12 @@ def _insert(session: Session) -> Any:
 
 
 def _enqueue_chunks(
-    session: Session, edition: Edition, audience: ColumnElement[bool], now: datetime
+    session: Session,
+    edition: Edition,
+    audience: ColumnElement[bool],
+    now: datetime,
+    *,
+    scheduled: bool = False,
 ) -> int:
     """Queue every confirmed reader matching `audience` who has no row for `edition` yet,
     among the readers that exist now (later signups wait for the next run).
@@ -79,6 +86,11 @@ def _enqueue_chunks(
     database picks), those with a row already are dropped, the plans of the rest computed
     in Python, and each plan's share written by one INSERT ... SELECT ... ON CONFLICT DO
     NOTHING that re-checks `confirmed` in the same statement.
+
+    One edition per reader per local day, whoever sends: a reader who already had an
+    edition queued earlier on their local day is left out (see `_owed`); and a
+    `scheduled` run leaves out readers whose delivery time on the edition's date came
+    before they confirmed (their first edition is the next one).
 
     No anti-join inside a query on purpose: rows inserted earlier in this same transaction
     are invisible to the planner's statistics, and PostgreSQL then picks a nested loop
@@ -90,16 +102,15 @@ def _enqueue_chunks(
     had_rows = session.scalar(select(Delivery.id).where(Delivery.edition_id == edition.id).limit(1))
     queued = 0
     for low in range(0, newest, CHUNK):
-        ids = list(
-            session.scalars(
-                select(Reader.id).where(
-                    Reader.id > low,
-                    Reader.id <= low + CHUNK,
-                    Reader.status == ReaderStatus.CONFIRMED,
-                    audience,
-                )
+        found = session.execute(
+            select(Reader.id, Reader.timezone, Reader.delivery_hour, Reader.confirmed_at).where(
+                Reader.id > low,
+                Reader.id <= low + CHUNK,
+                Reader.status == ReaderStatus.CONFIRMED,
+                audience,
             )
-        )
+        ).all()
+        ids = _owed(session, edition, found, now, scheduled=scheduled)
         if ids and had_rows is not None:
             done = set(
                 session.scalars(
@@ -123,6 +134,30 @@ def _enqueue_chunks(
         start_sending(session, edition, now)
     session.flush()
     return queued
+
+
+def _owed(
+    session: Session, edition: Edition, found: Sequence[Any], now: datetime, *, scheduled: bool
+) -> list[int]:
+    """The ids among `found` (id, timezone, delivery_hour, confirmed_at rows) that may be
+    queued `edition` now (see `_enqueue_chunks`)."""
+    if scheduled:
+        found = [r for r in found if due_on(r[1], r[2], r[3], edition.date)]
+    if not found:
+        return []
+    zones = {r[0]: r[1] for r in found}
+    today = set(
+        reader_id
+        for reader_id, queued_at in session.execute(
+            select(Delivery.reader_id, Delivery.queued_at).where(
+                Delivery.reader_id.in_(list(zones)),
+                Delivery.edition_id != edition.id,
+                Delivery.queued_at > now - LOCAL_DAY_REACH,
+            )
+        )
+        if same_local_day(zones[reader_id], queued_at, now)
+    )
+    return [r[0] for r in found if r[0] not in today]
 
 
 def _insert_rows(
@@ -232,7 +267,7 @@ def enqueue_due(
                 due.no_stories = exc.message
                 continue
         due.edition_id = edition.id
-        due.queued = _enqueue_chunks(session, edition, audience, now)
+        due.queued = _enqueue_chunks(session, edition, audience, now, scheduled=True)
     return found
 
 

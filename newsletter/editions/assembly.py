@@ -30,9 +30,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from newsletter.db import utcnow
 from newsletter.editions.models import Edition, EditionStory
+from newsletter.editions.reading import WORDS_PER_MINUTE, reading_seconds
 from newsletter.editions.rendering import render_variants
 from newsletter.errors import NewsletterError
-from newsletter.editions.reading import WORDS_PER_MINUTE, reading_seconds
 from newsletter.stories.coverage import Coverage, coverage
 from newsletter.stories.framing import representatives, short_overview
 from newsletter.stories.models import Article, Story
@@ -90,9 +90,7 @@ def candidates(
     found = []
     for story in stories:
         cov = coverage(story)
-        found.append(
-            Candidate(story, cov, email_words(story), score(cov, story.published_at, end))
-        )
+        found.append(Candidate(story, cov, email_words(story), score(cov, story.published_at, end)))
     return sorted(found, key=lambda c: (-c.score, c.story.id))
 
 

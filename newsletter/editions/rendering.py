@@ -34,15 +34,15 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from newsletter.billing.entitlement import Plan
+from newsletter.billing.gateway import configured as billing_configured
 from newsletter.db import utcnow
 from newsletter.editions.models import Edition, EditionVariant
+from newsletter.editions.reading import count_words, html_words, reading_minutes, reading_seconds
 from newsletter.errors import NewsletterError
 from newsletter.mail.message import Hole, Piece, holes_of
 from newsletter.mail.render import TemplateRenderError, default_sources, render_sources
 from newsletter.mail.sending import common_context
 from newsletter.mail.templates.store import published_number, render_for_send
-from newsletter.billing.gateway import configured as billing_configured
-from newsletter.editions.reading import count_words, html_words, reading_minutes, reading_seconds
 from newsletter.stories.coverage import Coverage
 from newsletter.stories.framing import representatives, short_overview
 from newsletter.stories.models import Story
