@@ -324,3 +324,26 @@ def _why_not(
 def _visible(text: str) -> str:
     """`text` with the characters a terminal or page would hide written as escapes."""
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def web_version(session: Session, edition: Edition) -> str:
+    """The public web version of `edition`: the edition template's "web" variant, with
+    plain story links (a visit follows the meter like any other) and nothing of any
+    reader: no tracked link, no unsubscribe link, no count of theirs."""
+    from newsletter.stories.coverage import coverage
+
+    stories = [entry.story for entry in edition.stories]
+    items = [(story, coverage(story)) for story in stories]
+    texts = [edition.subject, edition.preheader]
+    for story in stories:
+        texts += [story.title, story.overview, story.summary or ""]
+    markers = Markers(texts)
+    base = current_app.config["BASE_URL"]
+    links = [f"{base}/stories/{story.slug}" for story in stories]
+    context = edition_context(edition, items, WEB, markers, links=links)
+    [email] = render_for_send(session, "edition", [context], edition_id=edition.id)
+    html, _ = fill_reading_time(email.html, markers, html=True)
+    if markers.used_in(html):
+        # A published template that shows a per-reader value: nothing personal leaves.
+        raise CannotCompose("the edition template uses a per-reader value on the web version")
+    return html
