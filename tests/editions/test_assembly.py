@@ -15,8 +15,8 @@ from newsletter.editions.assembly import (
     assemble,
     email_words,
 )
-from newsletter.editions.reading import html_words, reading_seconds
 from newsletter.editions.models import Edition, EditionStatus, EditionStory, EditionVariant
+from newsletter.editions.reading import html_words, reading_seconds
 from newsletter.stories.importing import import_stories
 
 DAY = date(2026, 11, 20)
