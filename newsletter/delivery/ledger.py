@@ -232,6 +232,21 @@ def _due_condition(slots: Iterable[tuple[str, int]]) -> ColumnElement[bool]:
     )
 
 
+def _anyone_owed(session: Session, audience: ColumnElement[bool], day: date) -> bool:
+    """Whether some confirmed reader in `audience` is owed the edition of `day`: no
+    edition is assembled (and its stories taken) for readers who all confirmed after
+    its delivery time. Stops at the first (nearly always the first row)."""
+    rows = session.execute(
+        select(Reader.timezone, Reader.delivery_hour, Reader.confirmed_at)
+        .where(Reader.status == ReaderStatus.CONFIRMED, audience)
+        .execution_options(yield_per=500)
+    )
+    try:
+        return any(due_on(tz, hour, confirmed, day) for tz, hour, confirmed in rows)
+    finally:
+        rows.close()
+
+
 def enqueue_due(
     session: Session, *, now: datetime | None = None, day: date | None = None
 ) -> list[DueDate]:
@@ -256,10 +271,7 @@ def enqueue_due(
         audience = _due_condition(slots)
         edition = session.scalar(select(Edition).where(Edition.date == local_day))
         if edition is None:
-            anyone = session.scalar(
-                select(Reader.id).where(Reader.status == ReaderStatus.CONFIRMED, audience).limit(1)
-            )
-            if anyone is None:
+            if not _anyone_owed(session, audience, local_day):
                 continue  # nobody's hour yet: assemble_ahead (or a later run) makes it
             try:
                 edition = edition_for(session, local_day, now=now)
