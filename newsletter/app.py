@@ -111,6 +111,9 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(readers_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(stories_api_bp)
+    from newsletter.editions.views import bp as editions_bp
+
+    app.register_blueprint(editions_bp)  # the public archive and web versions
     from newsletter.tracking.views import init_app as init_tracking
 
     init_tracking(app)

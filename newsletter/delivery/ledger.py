@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -32,13 +32,15 @@ from sqlalchemy.orm import Session
 from newsletter.billing.entitlement import Plan, plans_of
 from newsletter.db import UTCDateTime, rowcount, upsert, utcnow
 from newsletter.delivery.models import Delivery, DeliveryState
-from newsletter.delivery.schedule import local_slots
+from newsletter.delivery.schedule import due_on, local_slots, same_local_day
 from newsletter.editions.assembly import NoStories, assemble
 from newsletter.editions.models import Edition, EditionStatus
 from newsletter.readers.models import Reader, ReaderStatus
 
 # Readers handled per statement: bounded memory whatever the list size.
 CHUNK = 2000
+# Longer than any local day (25 hours on a fall-back day), to find today's deliveries.
+LOCAL_DAY_REACH = timedelta(hours=27)
 
 deliveries = Delivery.__table__
 readers = Reader.__table__
@@ -64,7 +66,12 @@ def plans_for(session: Session, reader_ids: Sequence[int], now: datetime) -> dic
 
 
 def _enqueue_chunks(
-    session: Session, edition: Edition, audience: ColumnElement[bool], now: datetime
+    session: Session,
+    edition: Edition,
+    audience: ColumnElement[bool],
+    now: datetime,
+    *,
+    scheduled: bool = False,
 ) -> int:
     """Queue every confirmed reader matching `audience` who has no row for `edition` yet,
     among the readers that exist now (later signups wait for the next run).
@@ -74,6 +81,11 @@ def _enqueue_chunks(
     from their ids (one billing query; no reader object is loaded, so memory stays flat
     whatever the list size), and each plan's share written by one INSERT ... SELECT ...
     ON CONFLICT DO NOTHING that re-checks `confirmed` in the same statement.
+
+    One edition per reader per local day, whoever sends: a reader who already had an
+    edition queued earlier on their local day is left out (see `_owed`); and a
+    `scheduled` run leaves out readers whose delivery time on the edition's date came
+    before they confirmed (their first edition is the next one).
 
     No anti-join inside a query on purpose: rows inserted earlier in this same transaction
     are invisible to the planner's statistics, and PostgreSQL then picks a nested loop
@@ -85,16 +97,15 @@ def _enqueue_chunks(
     had_rows = session.scalar(select(Delivery.id).where(Delivery.edition_id == edition.id).limit(1))
     queued = 0
     for low in range(0, newest, CHUNK):
-        ids = list(
-            session.scalars(
-                select(Reader.id).where(
-                    Reader.id > low,
-                    Reader.id <= low + CHUNK,
-                    Reader.status == ReaderStatus.CONFIRMED,
-                    audience,
-                )
+        found = session.execute(
+            select(Reader.id, Reader.timezone, Reader.delivery_hour, Reader.confirmed_at).where(
+                Reader.id > low,
+                Reader.id <= low + CHUNK,
+                Reader.status == ReaderStatus.CONFIRMED,
+                audience,
             )
-        )
+        ).all()
+        ids = _owed(session, edition, found, now, scheduled=scheduled)
         if ids and had_rows is not None:
             done = set(
                 session.scalars(
@@ -115,6 +126,30 @@ def _enqueue_chunks(
         start_sending(session, edition, now)
     session.flush()
     return queued
+
+
+def _owed(
+    session: Session, edition: Edition, found: Sequence[Any], now: datetime, *, scheduled: bool
+) -> list[int]:
+    """The ids among `found` (id, timezone, delivery_hour, confirmed_at rows) that may be
+    queued `edition` now (see `_enqueue_chunks`)."""
+    if scheduled:
+        found = [r for r in found if due_on(r[1], r[2], r[3], edition.date)]
+    if not found:
+        return []
+    zones = {r[0]: r[1] for r in found}
+    today = set(
+        reader_id
+        for reader_id, queued_at in session.execute(
+            select(Delivery.reader_id, Delivery.queued_at).where(
+                Delivery.reader_id.in_(list(zones)),
+                Delivery.edition_id != edition.id,
+                Delivery.queued_at > now - LOCAL_DAY_REACH,
+            )
+        )
+        if same_local_day(zones[reader_id], queued_at, now)
+    )
+    return [r[0] for r in found if r[0] not in today]
 
 
 def _insert_rows(
@@ -188,6 +223,21 @@ def _due_condition(slots: Iterable[tuple[str, int]]) -> ColumnElement[bool]:
     )
 
 
+def _anyone_owed(session: Session, audience: ColumnElement[bool], day: date) -> bool:
+    """Whether some confirmed reader in `audience` is owed the edition of `day`: no
+    edition is assembled (and its stories taken) for readers who all confirmed after
+    its delivery time. Stops at the first (nearly always the first row)."""
+    rows = session.execute(
+        select(Reader.timezone, Reader.delivery_hour, Reader.confirmed_at)
+        .where(Reader.status == ReaderStatus.CONFIRMED, audience)
+        .execution_options(yield_per=500)
+    )
+    try:
+        return any(due_on(tz, hour, confirmed, day) for tz, hour, confirmed in rows)
+    finally:
+        rows.close()
+
+
 def enqueue_due(
     session: Session, *, now: datetime | None = None, day: date | None = None
 ) -> list[DueDate]:
@@ -212,10 +262,7 @@ def enqueue_due(
         audience = _due_condition(slots)
         edition = session.scalar(select(Edition).where(Edition.date == local_day))
         if edition is None:
-            anyone = session.scalar(
-                select(Reader.id).where(Reader.status == ReaderStatus.CONFIRMED, audience).limit(1)
-            )
-            if anyone is None:
+            if not _anyone_owed(session, audience, local_day):
                 continue  # nobody's hour yet: assemble_ahead (or a later run) makes it
             try:
                 edition = edition_for(session, local_day, now=now)
@@ -223,7 +270,7 @@ def enqueue_due(
                 due.no_stories = exc.message
                 continue
         due.edition_id = edition.id
-        due.queued = _enqueue_chunks(session, edition, audience, now)
+        due.queued = _enqueue_chunks(session, edition, audience, now, scheduled=True)
     return found
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -36,6 +36,36 @@ def zone(name: str) -> ZoneInfo:
 
 def local_time(tz_name: str, now: datetime) -> datetime:
     return now.astimezone(zone(tz_name))
+
+
+def delivery_instant(tz_name: str, day: date, hour: int) -> datetime:
+    """When `hour`:00 on local `day` is, in UTC. An hour skipped by a DST change counts
+    as the first instant after the gap; a repeated one as its first occurrence."""
+    tz = zone(tz_name)
+    local = datetime.combine(day, time(hour), tz)
+    # Round-trip: a time inside a spring-forward gap maps to just after it.
+    return local.astimezone(UTC).astimezone(tz).astimezone(UTC)
+
+
+def first_delivery(tz_name: str, hour: int, confirmed_at: datetime) -> datetime:
+    """The first delivery a reader confirmed at `confirmed_at` gets: their next local
+    delivery hour at or after it (confirming at 21:55 with a 06:00 hour: tomorrow 06:00,
+    not the edition of the day that is ending)."""
+    day = local_time(tz_name, confirmed_at).date()
+    slot = delivery_instant(tz_name, day, hour)
+    if slot < confirmed_at:
+        slot = delivery_instant(tz_name, day + timedelta(days=1), hour)
+    return slot
+
+
+def due_on(tz_name: str, hour: int, confirmed_at: datetime | None, day: date) -> bool:
+    """Whether the edition of local `day` is one the reader is owed: its delivery time
+    comes at or after they confirmed (readers confirmed before records began: always)."""
+    return confirmed_at is None or delivery_instant(tz_name, day, hour) >= confirmed_at
+
+
+def same_local_day(tz_name: str, a: datetime, b: datetime) -> bool:
+    return local_time(tz_name, a).date() == local_time(tz_name, b).date()
 
 
 def reader_zones(session: Session) -> list[str]:

@@ -7,8 +7,11 @@ Selection, for the edition of a date:
 2. Score = breadth (distinct outlets, log-scaled: the 20th source adds less than the 2nd)
    + recency (halves every 24 hours) + balance (both sides covering it).
 3. Greedy by score into the reading budget: `EDITION_READING_MINUTES` (5) at 238 words a
-   minute over the words the reader reads in the email (each story's title and overview,
-   plus a fixed allowance for the header and footer), at most `MAX_STORIES`. A story that
+   minute over an estimate of the words the email shows (`email_words`: each story's
+   title twice, for the list at the top, its short overview, each side's headline and
+   outlet, the labels; plus a fixed allowance for the header and footer), at most
+   `MAX_STORIES`. The reading time the email claims is then counted from the rendered
+   output itself (`newsletter.editions.reading`). A story that
    does not fit is skipped for a shorter one below it. The top story always goes in, even
    alone over budget: an edition is never empty because one overview is long.
 4. At least one blindspot when a candidate is one: if none made it, the best blindspot
@@ -28,14 +31,19 @@ from sqlalchemy.orm import Session, selectinload
 
 from newsletter.db import utcnow
 from newsletter.editions.models import Edition, EditionStory
+from newsletter.editions.reading import WORDS_PER_MINUTE, reading_seconds
 from newsletter.editions.rendering import render_variants
 from newsletter.errors import NewsletterError
-from newsletter.stories.coverage import Coverage, coverage, reading_words
+from newsletter.stories.coverage import Coverage, coverage
+from newsletter.stories.framing import representatives, short_overview
 from newsletter.stories.models import Article, Story, StoryStatus
 
-WORDS_PER_MINUTE = 238
-HEADER_FOOTER_WORDS = 40
+# The header (date line, plan line, headings) and footer, in words.
+HEADER_FOOTER_WORDS = 90
+# Per story: the coverage line, bar labels, side labels, "Read both sides".
+STORY_LABEL_WORDS = 20
 MAX_STORIES = 10
+SUBJECT_MAX = 70
 
 
 class NoStories(NewsletterError):
@@ -88,9 +96,7 @@ def candidates(
     found = []
     for story in stories:
         cov = coverage(story)
-        found.append(
-            Candidate(story, cov, reading_words(story), score(cov, story.published_at, end))
-        )
+        found.append(Candidate(story, cov, email_words(story), score(cov, story.published_at, end)))
     return sorted(found, key=lambda c: (-c.score, c.story.id))
 
 
@@ -153,20 +159,37 @@ def assemble(session: Session, day: date, *, now: datetime | None = None) -> Ass
     return AssemblyResult(edition, created=True)
 
 
+def email_words(story: Story) -> int:
+    """About how many words the email shows for `story` (see step 3 above)."""
+    words = 2 * len(story.title.split()) + len(short_overview(story).split())
+    for framing in representatives(story):
+        words += len(f"{framing.headline or 'No coverage'} {framing.outlet or ''}".split())
+    return words + STORY_LABEL_WORDS
+
+
 def summarize(edition: Edition, stories: Sequence[Story]) -> None:
-    """The edition's subject (the top three headlines), preheader, word count and reading
-    time, from its stories in order."""
-    words = HEADER_FOOTER_WORDS + sum(reading_words(s) for s in stories)
-    edition.subject = _shorten("; ".join(s.title for s in stories[:3]), 250)
+    """The edition's subject (the top story, "+ N more"), preheader, and estimated word
+    count and reading time, from its stories in order (rendering counts the real ones)."""
+    words = HEADER_FOOTER_WORDS + sum(email_words(s) for s in stories)
+    edition.subject = subject_for([s.title for s in stories])
     edition.preheader = (
-        f"{len(stories)} stories, {math.ceil(words / WORDS_PER_MINUTE)} minutes: "
-        "how the left, center and right cover each."
-    )
+        f"How the left, center and right framed {len(stories)} "
+        f"{'story' if len(stories) == 1 else 'stories'}"
+        + (f". Also: {stories[1].title}" if len(stories) > 1 else ".")
+    )[:300]
     edition.word_count = words
-    edition.reading_seconds = math.ceil(words * 60 / WORDS_PER_MINUTE)
+    edition.reading_seconds = reading_seconds(words)
+
+
+def subject_for(titles: Sequence[str]) -> str:
+    """The top title and how many more, within SUBJECT_MAX characters (the title is
+    shortened at a word when both do not fit)."""
+    more = f" + {len(titles) - 1} more" if len(titles) > 1 else ""
+    return _shorten(" ".join(titles[0].split()), SUBJECT_MAX - len(more)) + more
 
 
 def _shorten(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
-    return text[: limit - 1].rsplit(" ", 1)[0] + "…"
+    cut = text[: limit - 1].rsplit(" ", 1)[0] if " " in text[: limit - 1] else text[: limit - 1]
+    return cut.rstrip(" ,;:") + "…"

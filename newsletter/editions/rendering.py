@@ -27,23 +27,30 @@ import logging
 import re
 import secrets
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from flask import current_app
 from sqlalchemy.orm import Session
 
 from newsletter.billing.entitlement import Plan
+from newsletter.billing.gateway import configured as billing_configured
 from newsletter.db import utcnow
 from newsletter.editions.models import Edition, EditionVariant
+from newsletter.editions.reading import count_words, html_words, reading_minutes, reading_seconds
 from newsletter.errors import NewsletterError
 from newsletter.mail.message import Hole, Piece, holes_of
 from newsletter.mail.render import TemplateRenderError, default_sources, render_sources
 from newsletter.mail.sending import common_context
 from newsletter.mail.templates.store import published_number, render_for_send
 from newsletter.stories.coverage import Coverage
+from newsletter.stories.framing import representatives, short_overview
 from newsletter.stories.models import Story
+from newsletter.stories.presentation import SIDE_LABELS
 
-SIDE_COLORS = {"left": "#2c5ea8", "center": "#8a8a8a", "right": "#b3261e"}
+# Mid-tone colours that keep white text readable and stay visible on a dark background.
+SIDE_COLORS = {"left": "#2c5ea8", "center": "#6b6b6b", "right": "#b3261e"}
+WEB = "web"  # the variant of the public web version
 log = logging.getLogger(__name__)
 
 
@@ -83,8 +90,29 @@ def link_hole(story_id: int) -> str:
     return f"link_{story_id}"
 
 
-def story_context(story: Story, cov: Coverage, link: str) -> dict[str, Any]:
-    """What the edition template is given for one story; `link` is where it points."""
+# Not a per-reader hole: filled in right after rendering, from that output's own words.
+READING_MINUTES = "reading_minutes"
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def blindspot_note(cov: Coverage) -> str | None:
+    """One line saying why a story is a blindspot, with the counts behind it."""
+    if cov.blindspot is None:
+        return None
+    side = cov.blindspot.value
+    few = cov.count(side)
+    of = f"of the {cov.rated_count} rated outlets covering it"
+    if few == 0:
+        return f"Blindspot for the {side}: none {of} leans {side}."
+    return f"Blindspot for the {side}: only {few} {of} {'leans' if few == 1 else 'lean'} {side}."
+
+
+def story_context(story: Story, cov: Coverage, link: str, number: int = 1) -> dict[str, Any]:
+    """What the edition template is given for one story; `link` is where it points and
+    `number` its place in the edition (1 for the top story)."""
     bar = [
         {"side": side, "pct": pct, "color": SIDE_COLORS[side], "label": f"{side[0].upper()} {pct}%"}
         for side, pct in (
@@ -94,39 +122,100 @@ def story_context(story: Story, cov: Coverage, link: str) -> dict[str, Any]:
         )
         if pct > 0
     ]
+    unrated = cov.source_count - cov.rated_count
+    counts = (
+        f"{_plural(cov.source_count, 'outlet')} covered it: "
+        f"{cov.left} left, {cov.center} center, {cov.right} right"
+        + (f", {unrated} unrated" if unrated else "")
+    )
+    framing = [
+        {
+            "side": f.side.value,
+            "label": SIDE_LABELS[f.side],
+            "color": SIDE_COLORS[f.side.value],
+            "headline": f.headline,
+            "outlet": f.outlet,
+        }
+        for f in representatives(story)
+    ]
     return {
         "id": story.id,
+        "number": number,
+        "anchor": f"story-{number}",
         "title": story.title,
+        "summary": short_overview(story),
         "overview": story.overview,
         "source_count": cov.source_count,
+        "rated_count": cov.rated_count,
+        "left": cov.left,
+        "center": cov.center,
+        "right": cov.right,
         "left_pct": cov.left_pct,
         "center_pct": cov.center_pct,
         "right_pct": cov.right_pct,
+        "counts": counts,
         "bar": bar,
+        "framing": framing,
         "blindspot": cov.blindspot.value if cov.blindspot else None,
+        "blindspot_note": blindspot_note(cov),
         "link": link,
     }
 
 
+def _next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
 def edition_context(
-    edition: Edition, items: Sequence[tuple[Story, Coverage]], plan: Plan, markers: Markers
+    edition: Edition,
+    items: Sequence[tuple[Story, Coverage]],
+    plan: Plan | str,
+    markers: Markers,
+    *,
+    links: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    """The edition template's context for one variant: `plan` is a reader's plan, or
+    "web" for the public web version (then `links` are plain story URLs, and there is
+    no per-reader value at all)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     cfg = app.config
+    base = cfg["BASE_URL"]
+    web = plan == WEB
+    if links is None:
+        links = [markers.hole(link_hole(s.id)) for s, _ in items]
+    stories = [
+        story_context(s, c, link, n)
+        for n, ((s, c), link) in enumerate(zip(items, links, strict=True), start=1)
+    ]
+    reset = _next_month(edition.date)
     return {
         **common_context(app),
         "subject": edition.subject,
         "preheader": edition.preheader,
         "date_label": f"{edition.date:%A, %B} {edition.date.day}",
-        "reading_minutes": max(1, round(edition.reading_seconds / 60)),
-        "stories": [story_context(s, c, markers.hole(link_hole(s.id))) for s, c in items],
-        "plan": plan.value,
-        "free_left": markers.hole("free_left"),
+        "reading_minutes": markers.hole(READING_MINUTES),
+        "stories": stories,
+        "blindspots": [s for s in stories if s["blindspot"]],
+        "plan": plan.value if isinstance(plan, Plan) else plan,
+        "billing": billing_configured(app),
+        "free_left": "" if web else markers.hole("free_left"),
         "free_per_month": cfg["FREE_STORIES_PER_MONTH"],
-        "trial_days_left": markers.hole("trial_days_left"),
-        "account_url": cfg["BASE_URL"] + "/account",
-        "unsubscribe_url": markers.hole("unsubscribe_url"),
+        "free_reset_label": f"{reset:%B} {reset.day}",
+        "trial_days_left": "" if web else markers.hole("trial_days_left"),
+        "trial_days": cfg["TRIAL_DAYS"],
+        "account_url": base + "/account",
+        "signup_url": base + "/",
+        "web_url": None if web else f"{base}/editions/{edition.date.isoformat()}",
+        "archive_url": base + "/editions",
+        "unsubscribe_url": None if web else markers.hole("unsubscribe_url"),
     }
+
+
+def fill_reading_time(output: str, markers: Markers, *, html: bool) -> tuple[str, int]:
+    """`output` with its claimed reading time written in, computed from the words it
+    shows; and that word count."""
+    words = html_words(output) if html else count_words(output)
+    return output.replace(markers.hole(READING_MINUTES), str(reading_minutes(words))), words
 
 
 def render_variants(
@@ -168,7 +257,8 @@ def _render(
 ) -> list[EditionVariant]:
     texts = [edition.subject, edition.preheader]
     for story, _ in items:
-        texts += [story.title, story.overview]
+        texts += [story.title, story.overview, story.summary or ""]
+        texts += [f"{a.headline} {a.outlet.name}" for a in story.articles]
     markers = Markers(texts)
     plans = list(Plan)
     contexts = [edition_context(edition, items, plan, markers) for plan in plans]
@@ -187,8 +277,13 @@ def _render(
                 f"({', '.join(sorted(set(in_subject)))}), but a subject is the same for "
                 "every reader: roll the template back or take it out of the subject"
             )
-        html, html_holes = markers.take(email.html)
-        text, text_holes = markers.take(email.text)
+        html, words = fill_reading_time(email.html, markers, html=True)
+        text, _ = fill_reading_time(email.text, markers, html=False)
+        if plan == Plan.PAID:  # what staff and the CLI see: the plainest variant
+            edition.word_count = words
+            edition.reading_seconds = reading_seconds(words)
+        html, html_holes = markers.take(html)
+        text, text_holes = markers.take(text)
         variants.append(
             EditionVariant(
                 plan=plan,
@@ -229,3 +324,26 @@ def _why_not(
 def _visible(text: str) -> str:
     """`text` with the characters a terminal or page would hide written as escapes."""
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def web_version(session: Session, edition: Edition) -> str:
+    """The public web version of `edition`: the edition template's "web" variant, with
+    plain story links (a visit follows the meter like any other) and nothing of any
+    reader: no tracked link, no unsubscribe link, no count of theirs."""
+    from newsletter.stories.coverage import coverage
+
+    stories = [entry.story for entry in edition.stories]
+    items = [(story, coverage(story)) for story in stories]
+    texts = [edition.subject, edition.preheader]
+    for story in stories:
+        texts += [story.title, story.overview, story.summary or ""]
+    markers = Markers(texts)
+    base = current_app.config["BASE_URL"]
+    links = [f"{base}/stories/{story.slug}" for story in stories]
+    context = edition_context(edition, items, WEB, markers, links=links)
+    [email] = render_for_send(session, "edition", [context], edition_id=edition.id)
+    html, _ = fill_reading_time(email.html, markers, html=True)
+    if markers.used_in(html):
+        # A published template that shows a per-reader value: nothing personal leaves.
+        raise CannotCompose("the edition template uses a per-reader value on the web version")
+    return html

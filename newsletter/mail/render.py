@@ -475,6 +475,8 @@ def inline_css(html: str) -> str:
         allow_network=False,
         allow_loading_external_files=False,
         keep_style_tags=True,  # keeps @media rules for mobile clients
+        # A dark-mode @media rule must say !important to win over the inlined colours.
+        strip_important=False,
         disable_validation=True,
         cssutils_logging_level=logging.CRITICAL,
     ).transform()

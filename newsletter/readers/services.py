@@ -14,10 +14,13 @@ from flask import current_app
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from newsletter.billing.gateway import configured as billing_configured
 from newsletter.db import utcnow
+from newsletter.delivery.schedule import first_delivery, local_time
 from newsletter.errors import InvalidInput, InvalidToken, NotFound
 from newsletter.readers.models import Consent, ConsentKind, Reader, ReaderStatus
 from newsletter.readers.suppression import email_reader, suppression_of
+from newsletter.stories.coverage import BlindspotRule
 from newsletter.tokens import Purpose, make_token, read_token, unsubscribe_token
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit less the angle brackets
@@ -265,17 +268,51 @@ def signup(
     session.flush()
 
 
-def confirm(
-    session: Session, token: str, request_info: RequestInfo, *, now: datetime | None = None
-) -> Reader:
-    """Confirm the subscription a link was sent for. Opening it twice is harmless."""
-    now = now or utcnow()
+def reader_for_confirm_token(session: Session, token: str) -> Reader:
+    """The reader a confirmation link was sent to. Raises `InvalidToken`."""
     payload = read_token(
         Purpose.CONFIRM, token, max_age=current_app.config["CONFIRM_TOKEN_MAX_AGE"]
     )
     reader = session.get(Reader, payload.get("r"))
     if reader is None or reader.email_key != payload.get("e"):
         raise InvalidToken("This link is not valid.")
+    return reader
+
+
+def first_edition_label(reader: Reader, now: datetime | None = None) -> str:
+    """When the reader's first (or next) edition arrives, in their own zone:
+    "Thursday, December 3 at 06:00 (America/New_York)"."""
+    since = reader.confirmed_at or now or utcnow()
+    slot = local_time(reader.timezone, first_delivery(reader.timezone, reader.delivery_hour, since))
+    return f"{slot:%A, %B} {slot.day} at {slot:%H:%M} ({reader.timezone})"
+
+
+def send_welcome(session: Session, reader: Reader) -> bool:
+    """The first-week email: what arrives when, free stories and the trial, how bias and
+    blindspots are rated, how to change the delivery time."""
+    cfg = current_app.config
+    rule = BlindspotRule.current()
+    context = {
+        "first_edition_label": first_edition_label(reader),
+        "delivery_label": f"{reader.delivery_hour:02d}:00 ({reader.timezone})",
+        "free_per_month": cfg["FREE_STORIES_PER_MONTH"],
+        "trial_days": cfg["TRIAL_DAYS"],
+        "billing": billing_configured(),
+        "blindspot_share": round(rule.max_share * 100),
+        "blindspot_sources": rule.min_sources,
+        "account_url": _external("/account"),
+        "archive_url": _external("/editions"),
+    }
+    return email_reader(session, reader, "welcome", context)
+
+
+def confirm(
+    session: Session, token: str, request_info: RequestInfo, *, now: datetime | None = None
+) -> Reader:
+    """Confirm the subscription a link was sent for, and send the welcome email.
+    Opening it twice is harmless (one welcome)."""
+    now = now or utcnow()
+    reader = reader_for_confirm_token(session, token)
     if reader.status == ReaderStatus.CONFIRMED:
         return reader
     if suppression_of(reader) is not None:
@@ -286,6 +323,7 @@ def confirm(
     reader.consent_source, reader.consent_at = SIGNUP_CONSENT_SOURCE, now
     reader.invite_queued_at = None
     _record_consent(session, reader, ConsentKind.CONFIRM, request_info, now, CONSENT_WORDING)
+    send_welcome(session, reader)
     session.flush()
     return reader
 

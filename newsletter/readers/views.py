@@ -84,7 +84,49 @@ def confirm(token: str):  # type: ignore[no-untyped-def]
             410 if exc.expired else 400
         )
     session.commit()
-    return render_template("confirmed.html", reader=reader)
+    return _confirmed_page(reader, token)
+
+
+def _confirmed_page(reader, token: str, error: str | None = None, status: int = 200):  # type: ignore[no-untyped-def]
+    return render_template(
+        "confirmed.html",
+        reader=reader,
+        token=token,
+        first_edition=services.first_edition_label(reader),
+        timezones=services.timezone_names(),
+        hours=range(24),
+        error=error,
+    ), status
+
+
+@bp.post("/confirm/<token>/delivery")
+def confirmed_delivery(token: str):  # type: ignore[no-untyped-def]
+    """Set the delivery time right after confirming, with the confirmation link's own
+    token: a POST (CSRF-checked), so no link scanner's GET can change anything, and no
+    one is signed in by it."""
+    session = db_session()
+    try:
+        reader = services.reader_for_confirm_token(session, token)
+    except InvalidToken as exc:
+        return render_template("link_problem.html", message=exc.message, kind="confirm"), (
+            410 if exc.expired else 400
+        )
+    if reader.status != ReaderStatus.CONFIRMED:
+        return render_template(
+            "link_problem.html",
+            message="This subscription is not active; sign in to manage it.",
+            kind="confirm",
+        ), 400
+    try:
+        services.update_delivery(
+            session, reader, request.form.get("delivery_hour", ""), request.form.get("timezone", "")
+        )
+    except InvalidInput as exc:
+        session.rollback()
+        return _confirmed_page(reader, token, exc.message, 400)
+    session.commit()
+    flash(f"Saved. Your email arrives at {reader.delivery_hour:02d}:00 {reader.timezone}.", "ok")
+    return _confirmed_page(reader, token)
 
 
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])

@@ -161,12 +161,3 @@ def coverage_of_ratings(ratings: Mapping[str, Bias], rule: BlindspotRule | None 
         source_count=len(ratings),
         blindspot=blindspot,
     )
-
-
-def reading_words(story: Story) -> int:
-    """Words a reader reads for this story in the email: its title and overview.
-
-    Analyses, articles and the FAQ are on the story page, not in the email, so they do
-    not count towards the edition's reading-time budget.
-    """
-    return len(story.title.split()) + len(story.overview.split())

@@ -378,6 +378,7 @@ def _snapshot(story: Story) -> tuple[Any, ...]:
         story.slug,
         story.title,
         story.overview,
+        story.summary,
         story.analysis_left,
         story.analysis_center,
         story.analysis_right,
@@ -455,6 +456,7 @@ def _import_story(
     values: dict[str, Any] = {
         "title": _clean(record["title"]),
         "overview": _clean(record["overview"]),
+        "summary": _clean(record["summary"]) if record.get("summary") else None,
         "analysis_left": _analysis(record.get("analysis_left")),
         "analysis_center": _analysis(record.get("analysis_center")),
         "analysis_right": _analysis(record.get("analysis_right")),

@@ -19,6 +19,7 @@ SLUG_MAX = 80
 URL_MAX = 2000
 TITLE_MAX = 300
 OVERVIEW_MAX = 5000
+SUMMARY_MAX = 2000
 ANALYSIS_MAX = 5000
 HEADLINE_MAX = 500
 EXTERNAL_ID_MAX = 200
@@ -96,6 +97,8 @@ class Story(Base):
     slug: Mapped[str] = mapped_column(String(SLUG_MAX), unique=True)
     title: Mapped[str] = mapped_column(String(TITLE_MAX))
     overview: Mapped[str] = mapped_column(Text)
+    # The ~50-word version the email shows; None: the overview cut at a sentence.
+    summary: Mapped[str | None] = mapped_column(Text)
     # None means "Analysis unavailable for this viewpoint".
     analysis_left: Mapped[str | None] = mapped_column(Text)
     analysis_center: Mapped[str | None] = mapped_column(Text)

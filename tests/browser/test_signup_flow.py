@@ -1,4 +1,5 @@
-"""A newcomer in Chromium: sign up, confirm from the email, sign in, change delivery hour."""
+"""A newcomer in Chromium: sign up, confirm from the email, set the delivery hour on the
+confirmed page, sign in, change it again."""
 
 from __future__ import annotations
 
@@ -24,18 +25,26 @@ def test_signup_confirm_signin_and_change_delivery_hour(live_server, smtp, brows
     # The browser's own time zone (set to Los Angeles for this context) was picked up.
     assert "America/Los_Angeles" in page.content()
 
-    page.get_by_role("link", name="Sign in to choose your delivery time").click()
+    # The confirmed page sets the delivery time itself, by a POST: no second email.
+    page.get_by_label("Send my email at").select_option(label="07:00")
+    page.get_by_role("button", name="Save delivery time").click()
+    page.get_by_text("Your email arrives at 07:00 America/Los_Angeles").wait_for()
+    assert "at 07:00 (America/Los_Angeles)" in page.locator("#first-edition").inner_text()
+    assert len(smtp.wait_for("newcomer@example.com", count=2)) == 2  # confirm + welcome
+
+    page.goto(live_server.url + "/signin")
     page.get_by_label("Your email address").fill("newcomer@example.com")
     page.get_by_role("button", name="Email me a sign-in link").click()
     page.get_by_role("heading", name="Check your inbox").wait_for()
 
-    signin_email = smtp.wait_for("newcomer@example.com", count=2)[1]
+    signin_email = smtp.wait_for("newcomer@example.com", count=3)[2]
     [signin_link] = links_in(signin_email, "/signin/")
     page.goto(signin_link)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Your account").wait_for()
-
-    page.get_by_label("Send my email at").select_option(label="07:00")
-    page.get_by_role("button", name="Save delivery time").click()
-    page.get_by_text("Your email now arrives at 07:00 America/Los_Angeles").wait_for()
     assert page.locator("#delivery").inner_text() == "07:00, America/Los_Angeles"
+
+    page.get_by_label("Send my email at").select_option(label="08:00")
+    page.get_by_role("button", name="Save delivery time").click()
+    page.get_by_text("Your email now arrives at 08:00 America/Los_Angeles").wait_for()
+    assert page.locator("#delivery").inner_text() == "08:00, America/Los_Angeles"

@@ -7,8 +7,16 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from newsletter.editions.assembly import HEADER_FOOTER_WORDS, WORDS_PER_MINUTE, NoStories, assemble
+from newsletter.billing.entitlement import Plan
+from newsletter.editions.assembly import (
+    HEADER_FOOTER_WORDS,
+    WORDS_PER_MINUTE,
+    NoStories,
+    assemble,
+    email_words,
+)
 from newsletter.editions.models import Edition, EditionStatus, EditionStory, EditionVariant
+from newsletter.editions.reading import html_words, reading_seconds
 from newsletter.stories.importing import import_stories
 
 DAY = date(2026, 11, 20)
@@ -29,6 +37,7 @@ def make_story(
     center: int = 2,
     right: int = 2,
     hours_ago: float = 2,
+    summary_words: int | None = None,
 ) -> dict:
     outlets = (
         [f"l{i}" for i in range(left)]
@@ -37,7 +46,9 @@ def make_story(
     )
     published = (NOON - timedelta(hours=hours_ago)).isoformat()
     title = f"Story number {n} headline"
+    extra = {"summary": " ".join(["short"] * summary_words)} if summary_words else {}
     return {
+        **extra,
         "external_id": f"s{n}",
         "title": title,
         "overview": " ".join(["word"] * (words - len(title.split()))),
@@ -71,20 +82,27 @@ def picked(session, edition: Edition) -> list[str]:  # type: ignore[no-untyped-d
 
 class TestSelection:
     def test_fills_the_five_minute_budget_and_stops(self, app, session):
-        # 5 minutes = 1190 words; header/footer take 40; ten 200-word stories cannot all fit.
-        load(session, *[make_story(n, words=200, hours_ago=n) for n in range(10)])
+        # 5 minutes = 1190 words; each story shows its 150-word summary, its title twice
+        # (contents and heading), each side's headline and labels: not all ten fit.
+        load(session, *[make_story(n, summary_words=150, hours_ago=n) for n in range(10)])
         with app.app_context():
             result = assemble(session, DAY, now=NOON)
             session.commit()
         edition = result.edition
-        assert len(picked(session, edition)) == 5
-        assert edition.word_count == HEADER_FOOTER_WORDS + 5 * 200
-        assert edition.word_count <= 5 * WORDS_PER_MINUTE
-        assert edition.reading_seconds == -(-edition.word_count * 60 // WORDS_PER_MINUTE)
+        per_story = email_words(edition.stories[0].story)
+        fit = (5 * WORDS_PER_MINUTE - HEADER_FOOTER_WORDS) // per_story
+        assert 1 < fit < 10
+        assert len(picked(session, edition)) == fit
+        # The edition's word count is the rendered email's, not the estimate.
+        assert edition.word_count == html_words(edition.variant(Plan.PAID).html)
+        assert edition.reading_seconds == reading_seconds(edition.word_count)
+        assert abs(edition.word_count - HEADER_FOOTER_WORDS - fit * per_story) < 0.1 * (
+            edition.word_count
+        )
 
     def test_budget_is_configurable(self, app, session):
         app.config["EDITION_READING_MINUTES"] = 2  # 476 words
-        load(session, *[make_story(n, words=200, hours_ago=n) for n in range(5)])
+        load(session, *[make_story(n, summary_words=100, hours_ago=n) for n in range(5)])
         with app.app_context():
             edition = assemble(session, DAY, now=NOON).edition
         assert len(picked(session, edition)) == 2
@@ -102,7 +120,7 @@ class TestSelection:
         order = picked(session, edition)
         assert order[0] == "s2"
         assert order.index("s4") < order.index("s3")  # same breadth: the fresher first
-        assert edition.subject == "; ".join(f"Story number {n[1:]} headline" for n in order[:3])
+        assert edition.subject == f"Story number {order[0][1:]} headline + 3 more"
 
     def test_a_blindspot_is_included_even_when_it_scores_low(self, app, session):
         stories = [
@@ -118,10 +136,10 @@ class TestSelection:
         html = session.scalar(
             select(EditionVariant.html).where(EditionVariant.edition_id == edition.id)
         )
-        assert "FEW LEFT SOURCES" in html
+        assert "Blindspot for the left: none of the 5 rated outlets covering it leans left." in html
 
     def test_stories_sent_before_never_repeat(self, app, session):
-        load(session, *[make_story(n, words=300, hours_ago=n) for n in range(6)])
+        load(session, *[make_story(n, summary_words=300, hours_ago=n) for n in range(6)])
         with app.app_context():
             first = picked(session, assemble(session, DAY, now=NOON).edition)
             session.commit()

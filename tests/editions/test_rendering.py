@@ -59,7 +59,7 @@ class TestVariants:
         edition = build_edition(app, session, count=1)
         html = edition.variant(Plan.PAID).html
         # Story 0: 0 left, 2 center, 3 right outlets -> 0% / 40% / 60%; no image anywhere.
-        assert "Left 0% · Center 40% · Right 60%" in html
+        assert "5 outlets covered it: 0 left, 2 center, 3 right" in html
         assert re.search(r'<td[^>]*width="40%"[^>]*>C 40%</td>', html)
         assert re.search(r'<td[^>]*width="60%"[^>]*>R 60%</td>', html)
         assert "<img" not in html

@@ -105,9 +105,11 @@ class TestSignup:
             )
         )
         signup(client, "ann@example.com")
-        messages = smtp.wait_for("ann@example.com", count=2)
-        assert messages[1]["Subject"] == "You're already subscribed to Both Sides Daily"
-        assert links_in(messages[1], "/signin/")
+        # Confirmation, welcome, then the sign-in link.
+        messages = smtp.wait_for("ann@example.com", count=3)
+        assert messages[1]["Subject"].startswith("Welcome to Both Sides Daily")
+        assert messages[2]["Subject"] == "You're already subscribed to Both Sides Daily"
+        assert links_in(messages[2], "/signin/")
         assert session.scalar(select(Reader.status)) == ReaderStatus.CONFIRMED
 
 

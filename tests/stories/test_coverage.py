@@ -12,7 +12,6 @@ from newsletter.stories.coverage import (
     Side,
     coverage,
     largest_remainder,
-    reading_words,
     side_of,
 )
 from newsletter.stories.models import Article, Bias, Outlet, Story
@@ -161,12 +160,3 @@ def test_the_app_factory_passes_the_thresholds_on(app):
     with app.app_context():
         assert BlindspotRule.current() == BlindspotRule(max_share=0.2, min_sources=6)
         assert coverage(sides(0, 2, 3)).blindspot is None  # 5 rated outlets < 6
-
-
-def test_reading_words_counts_title_and_overview_only():
-    story = Story(
-        title="Putin Declines to Attend Istanbul Talks",
-        overview="As potential peace talks approach,\n the president  declined.",
-        analysis_left="Many more words that are on the story page, not in the email.",
-    )
-    assert reading_words(story) == 6 + 8

@@ -14,12 +14,13 @@ from typing import Any
 from flask import current_app
 from jinja2 import meta
 
+from newsletter.editions.assembly import subject_for
 from newsletter.editions.rendering import story_context
 from newsletter.mail.render import LAYOUT, environment_for, template_names
 from newsletter.mail.render import default_sources as file_sources
 from newsletter.mail.sending import common_context
 from newsletter.stories.coverage import Coverage, Side
-from newsletter.stories.models import Story
+from newsletter.stories.models import Article, Bias, Factuality, Outlet, Story
 
 SAMPLE_STORIES = [
     (
@@ -112,6 +113,23 @@ def _common() -> dict[str, Any]:
     return context
 
 
+SAMPLE_OUTLETS = {
+    Side.LEFT: ("Lakeside Tribune", Bias.LEAN_LEFT, "{title}, a win for families"),
+    Side.CENTER: ("National Wire Service", Bias.CENTER, "What to know: {title}"),
+    Side.RIGHT: ("Frontier Journal", Bias.LEAN_RIGHT, "{title}; critics cite the cost"),
+}
+
+
+def _sample_articles(title: str, blindspot: str | None) -> list[Article]:
+    articles = []
+    for side, (name, bias, headline) in SAMPLE_OUTLETS.items():
+        if side.value == blindspot:
+            continue  # a blindspot's missing side shows as "No ... coverage"
+        outlet = Outlet(name=name, slug=side.value, bias=bias, factuality=Factuality.HIGH)
+        articles.append(Article(headline=headline.format(title=title), outlet=outlet))
+    return articles
+
+
 def sample_stories() -> list[dict[str, Any]]:
     """The sample stories as the edition template gets them (the real `story_context`),
     linking to where a story page would be."""
@@ -120,7 +138,8 @@ def sample_stories() -> list[dict[str, Any]]:
     for n, (title, overview, sources, (left, center, right), blindspot) in enumerate(
         SAMPLE_STORIES, start=1
     ):
-        story = Story(id=n, title=title, overview=overview)
+        story = Story(id=n, title=title, overview=overview, summary=None)
+        story.articles = _sample_articles(title, blindspot)
         # Counts stand in for outlets: only the shares and the source count are shown.
         cov = Coverage(
             left=left,
@@ -132,28 +151,38 @@ def sample_stories() -> list[dict[str, Any]]:
             source_count=sources,
             blindspot=Side(blindspot) if blindspot else None,
         )
-        stories.append(story_context(story, cov, f"{base}/stories/sample-story-{n}"))
+        stories.append(story_context(story, cov, f"{base}/stories/sample-story-{n}", n))
     return stories
 
 
-def _edition(plan: str) -> dict[str, Any]:
+def _edition(plan: str, *, billing: bool = True) -> dict[str, Any]:
     cfg = current_app.config
+    base = cfg["BASE_URL"]
     day = date.today() + timedelta(days=1)
     stories = sample_stories()
+    reset = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+    web = plan == "web"
     return {
         **_common(),
-        "subject": "; ".join(s["title"] for s in stories[:3]),
-        "preheader": f"{len(stories)} stories, 5 minutes: how the left, center and right "
-        "cover each.",
+        "subject": subject_for([s["title"] for s in stories]),
+        "preheader": f"How the left, center and right framed {len(stories)} stories. "
+        f"Also: {stories[1]['title']}",
         "date_label": f"{day:%A, %B} {day.day}",
         "reading_minutes": 5,
         "stories": stories,
+        "blindspots": [s for s in stories if s["blindspot"]],
         "plan": plan,
-        "free_left": "7",
+        "billing": billing,
+        "free_left": "" if web else "7",
         "free_per_month": cfg["FREE_STORIES_PER_MONTH"],
-        "trial_days_left": "5",
-        "account_url": cfg["BASE_URL"] + "/account",
-        "unsubscribe_url": cfg["BASE_URL"] + "/unsubscribe/sample-token",
+        "free_reset_label": f"{reset:%B} {reset.day}",
+        "trial_days_left": "" if web else "5",
+        "trial_days": cfg["TRIAL_DAYS"],
+        "account_url": base + "/account",
+        "signup_url": base + "/",
+        "web_url": None if web else f"{base}/editions/{day.isoformat()}",
+        "archive_url": base + "/editions",
+        "unsubscribe_url": None if web else base + "/unsubscribe/sample-token",
     }
 
 
@@ -161,7 +190,26 @@ def _known(name: str) -> dict[str, dict[str, Any]] | None:
     cfg = current_app.config
     base = cfg["BASE_URL"]
     if name == "edition":
-        return {plan: _edition(plan) for plan in ("free", "trial", "paid")}
+        found = {plan: _edition(plan) for plan in ("free", "trial", "paid")}
+        found["free, billing off"] = _edition("free", billing=False)
+        found["web version"] = _edition("web")
+        return found
+    if name == "welcome":
+        ctx = {
+            **_common(),
+            "first_edition_label": "Thursday, December 3 at 06:00 (America/New_York)",
+            "delivery_label": "06:00 (America/New_York)",
+            "free_per_month": cfg["FREE_STORIES_PER_MONTH"],
+            "trial_days": cfg["TRIAL_DAYS"],
+            "blindspot_share": 20,
+            "blindspot_sources": 3,
+            "account_url": f"{base}/account",
+            "archive_url": f"{base}/editions",
+        }
+        return {
+            "billing on": {**ctx, "billing": True},
+            "billing off": {**ctx, "billing": False},
+        }
     if name == "confirm":
         return {
             "default": {

@@ -37,6 +37,7 @@ from newsletter.mail.templates.models import EmailTemplate, TemplateFailure, Tem
 LABELS = {
     "edition": "Daily edition",
     "confirm": "Confirm subscription",
+    "welcome": "Welcome (after confirming)",
     "signin": "Sign-in link",
     "trial_will_end": "Trial ending",
     "payment_failed": "Payment failed",
