@@ -211,10 +211,10 @@ def _register_display(app: Flask) -> None:
         # Without a known zone the page shows UTC, and static/app.js rewrites it to the
         # browser's zone; `data-local` marks the ones it may rewrite.
         aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        local = "" if zone else " data-local"
-        return Markup('<time datetime="{}"{}>{}</time>').format(
-            aware.isoformat(), Markup(local), local_time_label(aware, zone)
+        template = (
+            '<time datetime="{}">{}</time>' if zone else '<time datetime="{}" data-local>{}</time>'
         )
+        return Markup(template).format(aware.isoformat(), local_time_label(aware, zone))
 
     @app.get("/favicon.ico")
     def favicon():  # type: ignore[no-untyped-def]
