@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -206,15 +206,20 @@ def _register_display(app: Flask) -> None:
 
     app.add_template_filter(plural, "plural")
 
+    @app.template_filter("long_date")
+    def long_date(day: date | None) -> str:
+        return f"{day:%B} {day.day}, {day.year}" if day else ""
+
     @app.template_filter("local_time")
     def local_time(moment: datetime, zone: str | None = None) -> Markup:
         # Without a known zone the page shows UTC, and static/app.js rewrites it to the
         # browser's zone; `data-local` marks the ones it may rewrite.
         aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        template = (
-            '<time datetime="{}">{}</time>' if zone else '<time datetime="{}" data-local>{}</time>'
+        attrs = "" if zone else " data-local"
+        # The markup is a constant here; format() escapes both values.
+        return Markup(f'<time datetime="{{}}"{attrs}>{{}}</time>').format(  # noqa: S704
+            aware.isoformat(), local_time_label(aware, zone)
         )
-        return Markup(template).format(aware.isoformat(), local_time_label(aware, zone))
 
     @app.get("/favicon.ico")
     def favicon():  # type: ignore[no-untyped-def]

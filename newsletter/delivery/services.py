@@ -108,7 +108,8 @@ class UncomposedEdition:
     def explain(self, base_url: str) -> str:
         return (
             f"the edition of {self.day.isoformat()} cannot be composed: {self.cause}. "
-            f"{plural(self.waiting, 'reader')} {'is' if self.waiting == 1 else 'are'} waiting and nothing was sent to them; fix it at "
+            f"{plural(self.waiting, 'reader')} {'is' if self.waiting == 1 else 'are'} waiting "
+            "and nothing was sent to them; fix it at "
             f"{base_url}/admin/editions/{self.edition_id} (drop the story, or roll the "
             "template back) and the send resumes: run this again"
         )

@@ -115,7 +115,8 @@ def _when(moment: datetime) -> str:
 
 def coverage_summary(cov: Coverage) -> str:
     return (
-        f"{plural(cov.source_count, 'outlet')}: Left {cov.left_pct}% ({plural(cov.left, 'outlet')}), "
+        f"{plural(cov.source_count, 'outlet')}: "
+        f"Left {cov.left_pct}% ({plural(cov.left, 'outlet')}), "
         f"Center {cov.center_pct}% ({plural(cov.center, 'outlet')}), "
         f"Right {cov.right_pct}% ({plural(cov.right, 'outlet')})"
     )
