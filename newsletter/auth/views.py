@@ -8,8 +8,8 @@ from newsletter.auth import services
 from newsletter.auth.session import current_reader, login_required, sign_in, sign_out
 from newsletter.db import db_session
 from newsletter.errors import InvalidInput, InvalidToken
-from newsletter.readers.services import normalize_email
 from newsletter.readers.models import Reader
+from newsletter.readers.services import normalize_email
 from newsletter.tracking.views import READING_COOKIE, reading_cookie
 from newsletter.web import limit, safe_next
 
