@@ -27,6 +27,9 @@ def register_commands(app: Flask) -> None:
     from newsletter.billing.commands import stripe_group
 
     app.cli.add_command(stripe_group)
+    from newsletter.dev.commands import dev_stripe
+
+    app.cli.add_command(dev_stripe)
 
 
 @click.group("db", help="Database schema.")

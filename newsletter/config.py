@@ -93,6 +93,9 @@ class Config:
     STRIPE_WEBHOOK_SECRET: str | None = None
     STRIPE_PRICE_ID: str | None = None
     STRIPE_API_BASE: str | None = None
+    # `make run`'s local Stripe (localstripe + newsletter/dev/stripe_standin.py): pages
+    # say TEST MODE; refused in production.
+    STRIPE_DEV_STANDIN: bool = False
     # A past_due plan stays paid this many days after the failed payment, then is free.
     BILLING_GRACE_DAYS: int = 3
     # How the price reads on the paywall, the account page and billing emails.
@@ -179,6 +182,7 @@ class Config:
             STRIPE_WEBHOOK_SECRET=env.get("STRIPE_WEBHOOK_SECRET") or None,
             STRIPE_PRICE_ID=env.get("STRIPE_PRICE_ID") or None,
             STRIPE_API_BASE=env.get("STRIPE_API_BASE") or None,
+            STRIPE_DEV_STANDIN=_bool(env, "STRIPE_DEV_STANDIN"),
             BILLING_GRACE_DAYS=_int(env, "BILLING_GRACE_DAYS", 3),
             PRICE_LABEL=env.get("PRICE_LABEL", "$5/month"),
             RATE_LIMIT_PER_IP=env.get("RATE_LIMIT_PER_IP", cls.RATE_LIMIT_PER_IP),
@@ -225,6 +229,11 @@ class Config:
                 raise ConfigError("debug mode must be off when NEWSLETTER_ENV=production")
             if self.MAIL_URL.startswith("outbox:"):
                 raise ConfigError("MAIL_URL must name a real mail server in production")
+            if self.STRIPE_DEV_STANDIN:
+                raise ConfigError(
+                    "STRIPE_DEV_STANDIN is for development only (a local stand-in for Stripe); "
+                    "unset it when NEWSLETTER_ENV=production"
+                )
         elif not self.SECRET_KEY:
             self.SECRET_KEY = _dev_secret_key(self.instance)
         for name in ("RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_ADDRESS"):
