@@ -21,10 +21,26 @@ lock: install
 		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
 		-o requirements-dev.txt pyproject.toml
 
+# `make run` serves on PORT (default 5000) with links made for it (BASE_URL). Without
+# STRIPE_SECRET_KEY in the environment, billing runs in TEST MODE against localstripe and
+# the local Checkout/portal stand-in (newsletter/dev/stripe_standin.py): no account needed.
+PORT ?= 5000
+run: export PORT := $(PORT)
+run: export BASE_URL ?= http://localhost:$(PORT)
+ifeq ($(origin STRIPE_SECRET_KEY),undefined)
+RUN_PROCESSES := web worker localstripe stripe
+run: export STRIPE_SECRET_KEY := sk_test_local
+run: export STRIPE_API_BASE := http://localhost:8420
+run: export STRIPE_PRICE_ID := price_local_monthly
+run: export STRIPE_WEBHOOK_SECRET := whsec_local_standin
+run: export STRIPE_DEV_STANDIN := 1
+else
+RUN_PROCESSES := web worker
+endif
 run: install
 	$(BIN)/newsletter db upgrade
 	$(BIN)/newsletter demo
-	$(BIN)/honcho start --no-prefix -f Procfile web worker
+	$(BIN)/honcho start --no-prefix -f Procfile $(RUN_PROCESSES)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -193,11 +193,45 @@ def _register_core(app: Flask) -> None:
             headers.add(name, value)
         return response
 
+    _register_display(app)
+
     @app.context_processor
     def inject_reader():  # type: ignore[no-untyped-def]
         from newsletter.auth.session import current_reader
 
         return {"current_reader": current_reader(), "production": app.config["PRODUCTION"]}
+
+
+def _register_display(app: Flask) -> None:
+    """Template filters every page shares, and the favicon (browsers ask for it at the
+    root whatever the page links)."""
+    from markupsafe import Markup
+
+    from newsletter.text import plural
+    from newsletter.timezones import local_time_label
+
+    app.add_template_filter(plural, "plural")
+
+    @app.template_filter("long_date")
+    def long_date(day: date | None) -> str:
+        return f"{day:%B} {day.day}, {day.year}" if day else ""
+
+    @app.template_filter("local_time")
+    def local_time(moment: datetime, zone: str | None = None) -> Markup:
+        # Without a known zone the page shows UTC, and static/app.js rewrites it to the
+        # browser's zone; `data-local` marks the ones it may rewrite.
+        aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        attrs = "" if zone else " data-local"
+        # The markup is a constant here; format() escapes both values.
+        return Markup(f'<time datetime="{{}}"{attrs}>{{}}</time>').format(  # noqa: S704
+            aware.isoformat(), local_time_label(aware, zone)
+        )
+
+    @app.get("/favicon.ico")
+    def favicon():  # type: ignore[no-untyped-def]
+        response = app.send_static_file("favicon.svg")
+        response.headers["Cache-Control"] = "public, max-age=86400"
+        return response
 
 
 def _wants_json() -> bool:

@@ -38,6 +38,9 @@ def register_commands(app: Flask) -> None:
     from newsletter.readers.commands import readers_group
 
     app.cli.add_command(readers_group)
+    from newsletter.dev.commands import dev_stripe
+
+    app.cli.add_command(dev_stripe)
 
 
 @click.group("db", help="Database schema.")

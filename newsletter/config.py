@@ -94,6 +94,9 @@ class Config:
     STRIPE_WEBHOOK_SECRET: str | None = None
     STRIPE_PRICE_ID: str | None = None
     STRIPE_API_BASE: str | None = None
+    # `make run`'s local Stripe (localstripe + newsletter/dev/stripe_standin.py): pages
+    # say TEST MODE; refused in production.
+    STRIPE_DEV_STANDIN: bool = False
     # A past_due plan stays paid this many days after the failed payment, then is free.
     BILLING_GRACE_DAYS: int = 3
     # How the price reads on the paywall, the account page and billing emails.
@@ -234,6 +237,7 @@ class Config:
             STRIPE_WEBHOOK_SECRET=env.get("STRIPE_WEBHOOK_SECRET") or None,
             STRIPE_PRICE_ID=env.get("STRIPE_PRICE_ID") or None,
             STRIPE_API_BASE=env.get("STRIPE_API_BASE") or None,
+            STRIPE_DEV_STANDIN=_bool(env, "STRIPE_DEV_STANDIN"),
             BILLING_GRACE_DAYS=_int(env, "BILLING_GRACE_DAYS", 3),
             PRICE_LABEL=env.get("PRICE_LABEL", "$5/month"),
             RATE_LIMIT_PER_IP=env.get("RATE_LIMIT_PER_IP", cls.RATE_LIMIT_PER_IP),
@@ -329,6 +333,11 @@ class Config:
                 raise ConfigError(
                     "POSTAL_ADDRESS must be set when NEWSLETTER_ENV=production: the law "
                     "(CAN-SPAM) wants a postal address in every email"
+                )
+            if self.STRIPE_DEV_STANDIN:
+                raise ConfigError(
+                    "STRIPE_DEV_STANDIN is for development only (a local stand-in for Stripe); "
+                    "unset it when NEWSLETTER_ENV=production"
                 )
         elif not self.SECRET_KEY:
             self.SECRET_KEY = _dev_secret_key(self.instance)

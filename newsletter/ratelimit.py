@@ -15,6 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter.db import Base, upsert, utcnow
 from newsletter.errors import RateLimited
+from newsletter.text import plural
 
 
 class RateLimitHit(Base):
@@ -69,17 +70,13 @@ def wait_in_words(seconds: int) -> str:
     minutes (rounded up, so trying again then works), with hours past the hour."""
     seconds = max(1, seconds)
     if seconds < 60:
-        return _plural(seconds, "second")
+        return plural(seconds, "second")
     hours, minutes = divmod(-(-seconds // 60), 60)
     if not hours:
-        return _plural(minutes, "minute")
+        return plural(minutes, "minute")
     if not minutes:
-        return _plural(hours, "hour")
-    return f"{_plural(hours, 'hour')} and {_plural(minutes, 'minute')}"
-
-
-def _plural(n: int, unit: str) -> str:
-    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+        return plural(hours, "hour")
+    return f"{plural(hours, 'hour')} and {plural(minutes, 'minute')}"
 
 
 def prune(engine: Engine, *, now: datetime | None = None) -> int:

@@ -8,16 +8,38 @@ from newsletter.auth import services
 from newsletter.auth.session import current_reader, login_required, sign_in, sign_out
 from newsletter.db import db_session
 from newsletter.errors import InvalidInput, InvalidToken
+from newsletter.readers.models import Reader
 from newsletter.readers.services import normalize_email
-from newsletter.tracking.views import READING_COOKIE
+from newsletter.tracking.views import READING_COOKIE, reading_cookie
 from newsletter.web import limit, safe_next
 
 bp = Blueprint("auth", __name__)
 
 
+def _why(raw: str | None, next_path: str | None) -> str:
+    """Why the reader is asked to sign in: "trial" from the paywall or a plan page."""
+    if raw == "trial" or (next_path or "").startswith("/billing/"):
+        return "trial"
+    return ""
+
+
+def _known_address() -> str:
+    """The address of the reader this browser reads as (a link from their email): what
+    they would type anyway."""
+    reader_id, _ = reading_cookie()
+    reader = db_session().get(Reader, reader_id) if reader_id is not None else None
+    return reader.email if reader is not None else ""
+
+
 @bp.get("/signin")
 def signin():  # type: ignore[no-untyped-def]
-    return render_template("signin.html", next=services.signin_next(request.args.get("next")) or "")
+    next_path = services.signin_next(request.args.get("next"))
+    return render_template(
+        "signin.html",
+        next=next_path or "",
+        why=_why(request.args.get("why"), next_path),
+        email=_known_address(),
+    )
 
 
 @bp.post("/signin")
@@ -29,7 +51,11 @@ def signin_request():  # type: ignore[no-untyped-def]
     except InvalidInput as exc:
         limit("signin", None)
         return render_template(
-            "signin.html", error=exc.message, email=raw[:254], next=next_path or ""
+            "signin.html",
+            error=exc.message,
+            email=raw[:254],
+            next=next_path or "",
+            why=_why(request.form.get("why"), next_path),
         ), 400
     limit("signin", address)
     session = db_session()

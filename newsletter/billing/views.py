@@ -71,11 +71,18 @@ def _origin(reader_id: int, slug: str | None) -> tuple[CheckoutOrigin, Story | N
 
 @bp.get("/start", defaults={"slug": None})
 @bp.get("/start/<slug>")
-@login_required
 def start(slug: str | None):  # type: ignore[no-untyped-def]
     """What the plan is and a button to Checkout: where the paywall sends a reader who
-    arrived by an email link and has to sign in first."""
-    _require_configured()
+    arrived by an email link and has to sign in first. Without billing, an old link here
+    says what the site does offer (no sign-in first: there is nothing to buy)."""
+    if not configured():
+        message = "This site has no paid plan."
+        return render_template("billing_unavailable.html", message=message)
+    return _start(slug)
+
+
+@login_required
+def _start(slug: str | None):  # type: ignore[no-untyped-def]
     reader = current_reader()
     status = billing_status(db_session(), reader)  # type: ignore[arg-type]
     if status.plan != Plan.FREE:

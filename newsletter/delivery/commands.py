@@ -27,6 +27,7 @@ from newsletter.delivery.services import (
 from newsletter.editions.assembly import NoStories, assemble
 from newsletter.editions.models import Edition
 from newsletter.stories.coverage import coverage
+from newsletter.text import plural
 
 
 def _fail(message: str) -> NoReturn:
@@ -48,7 +49,7 @@ def describe(edition: Edition) -> list[str]:
     minutes, seconds = divmod(edition.reading_seconds, 60)
     lines = [
         f"Edition of {edition.date.isoformat()} ({edition.status.value}): "
-        f"{len(edition.stories)} stories",
+        f"{plural(len(edition.stories), 'story')}",
         f"Subject: {edition.subject}",
     ]
     for entry in edition.stories:
@@ -56,7 +57,7 @@ def describe(edition: Edition) -> list[str]:
         flags = f" · blindspot: {cov.blindspot.value}" if cov.blindspot else ""
         lines.append(f"{entry.position + 1:>3}. {entry.story.title}")
         lines.append(
-            f"     {cov.source_count} sources · Left {cov.left_pct}% · Center "
+            f"     {plural(cov.source_count, 'outlet')} · Left {cov.left_pct}% · Center "
             f"{cov.center_pct}% · Right {cov.right_pct}%{flags}"
         )
     lines.append(f"Reading time: {minutes} min {seconds:02d} s ({edition.word_count} words)")
@@ -162,7 +163,9 @@ def edition_send(date_text: str | None, now_flag: bool) -> None:
             except NoStories as exc:
                 _fail(exc.message)
             progress.close()
-            click.echo(f"edition of {day.isoformat()}: {run.queued} readers added to the send")
+            click.echo(
+                f"edition of {day.isoformat()}: {plural(run.queued, 'reader')} added to the send"
+            )
             if run.queued == 0 and run.report.finished == 0:
                 click.echo("nothing to send: every confirmed reader has had it")
             report = run.report
@@ -186,7 +189,7 @@ def edition_send(date_text: str | None, now_flag: bool) -> None:
                 if due.no_stories:
                     missing.append(f"{where}: readers are due, but {due.no_stories}")
                 else:
-                    click.echo(f"{where}: {due.queued} readers queued")
+                    click.echo(f"{where}: {plural(due.queued, 'reader')} queued")
             if not due_run.dates:
                 click.echo("no confirmed readers" + (f" on {only.isoformat()}" if only else ""))
             report = due_run.report

@@ -33,6 +33,7 @@ from newsletter.delivery.sender import send_queued
 from newsletter.editions.assembly import NoStories, assemble
 from newsletter.editions.models import Edition, EditionStatus
 from newsletter.errors import NewsletterError
+from newsletter.text import plural
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,7 +69,7 @@ class PausedEdition:
 
     def explain(self, base_url: str) -> str:
         return (
-            f"the edition of {self.day.isoformat()} is paused ({self.waiting} readers "
+            f"the edition of {self.day.isoformat()} is paused ({plural(self.waiting, 'reader')} "
             f"waiting); resume it with Resume sending at {base_url}/admin/editions/"
             f"{self.edition_id}, then run this again"
         )
@@ -97,7 +98,8 @@ class UncomposedEdition:
     def explain(self, base_url: str) -> str:
         return (
             f"the edition of {self.day.isoformat()} cannot be composed: {self.cause}. "
-            f"{self.waiting} readers are waiting and nothing was sent to them; fix it at "
+            f"{plural(self.waiting, 'reader')} {'is' if self.waiting == 1 else 'are'} waiting "
+            "and nothing was sent to them; fix it at "
             f"{base_url}/admin/editions/{self.edition_id} (drop the story, or roll the "
             "template back) and the send resumes: run this again"
         )

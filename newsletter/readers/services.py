@@ -6,8 +6,6 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
-from zoneinfo import available_timezones
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
@@ -21,6 +19,7 @@ from newsletter.errors import InvalidInput, InvalidToken, NotFound
 from newsletter.readers.models import Consent, ConsentKind, Reader, ReaderStatus
 from newsletter.readers.suppression import email_reader, suppression_of
 from newsletter.stories.coverage import BlindspotRule
+from newsletter.timezones import canonical as canonical_timezone
 from newsletter.tokens import Purpose, make_token, read_token, unsubscribe_token
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit less the angle brackets
@@ -99,20 +98,11 @@ def normalize_email(raw: str) -> str:
     return address
 
 
-@lru_cache(maxsize=1)
-def _timezones() -> frozenset[str]:
-    return frozenset(available_timezones())
-
-
-@lru_cache(maxsize=1)
-def timezone_names() -> list[str]:
-    return sorted(_timezones())
-
-
 def validate_timezone(name: str | None, *, fallback: bool = False) -> str:
-    """An IANA zone name. With `fallback`, anything unknown becomes UTC (browser input)."""
-    value = (name or "").strip()
-    if value in _timezones():
+    """The canonical IANA name for a zone name (aliases such as Asia/Calcutta mapped).
+    With `fallback`, anything unknown becomes UTC (browser input)."""
+    value = canonical_timezone(name)
+    if value is not None:
         return value
     if fallback:
         return "UTC"

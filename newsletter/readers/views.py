@@ -22,6 +22,7 @@ from newsletter.db import db_session
 from newsletter.errors import InvalidInput, InvalidToken
 from newsletter.readers import services
 from newsletter.readers.models import ReaderStatus
+from newsletter.timezones import grouped_choices
 from newsletter.tracking.meter import free_stories_left
 from newsletter.web import limit, request_info
 
@@ -152,7 +153,7 @@ def _account_page(error: str | None = None, status: int = 200):  # type: ignore[
         "account.html",
         reader=reader,
         statuses=ReaderStatus,
-        timezones=services.timezone_names(),
+        timezone_groups=grouped_choices(),
         hours=range(24),
         me=me_payload(reader),
         billing=billing_status(db_session(), reader),  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from newsletter.stories.coverage import SIDES, Coverage, Side, side_of
 from newsletter.stories.models import Article, Factuality, Outlet, Story
+from newsletter.text import plural
 
 SIDE_LABELS = {Side.LEFT: "Left", Side.CENTER: "Center", Side.RIGHT: "Right"}
 FACTUALITY_LABELS = {
@@ -104,7 +105,7 @@ def history(story: Story, buckets: int = 12, width: float = 480, height: float =
         for i, n in enumerate(counts)
     ]
     hours = span.total_seconds() / 3600
-    span_label = f"{round(hours)} hours" if hours < 48 else f"{round(hours / 24)} days"
+    span_label = plural(round(hours), "hour") if hours < 48 else plural(round(hours / 24), "day")
     return History(bars, len(times), span_label, peak)
 
 
@@ -114,6 +115,8 @@ def _when(moment: datetime) -> str:
 
 def coverage_summary(cov: Coverage) -> str:
     return (
-        f"{cov.source_count} sources: Left {cov.left_pct}% ({cov.left}), "
-        f"Center {cov.center_pct}% ({cov.center}), Right {cov.right_pct}% ({cov.right})"
+        f"{plural(cov.source_count, 'outlet')}: "
+        f"Left {cov.left_pct}% ({plural(cov.left, 'outlet')}), "
+        f"Center {cov.center_pct}% ({plural(cov.center, 'outlet')}), "
+        f"Right {cov.right_pct}% ({plural(cov.right, 'outlet')})"
     )

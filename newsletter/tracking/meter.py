@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -81,6 +81,12 @@ def free_per_month() -> int:
 def month_key(timezone: str, now: datetime) -> str:
     """The calendar month in the reader's own time zone: '2026-11'."""
     return now.astimezone(ZoneInfo(timezone)).strftime("%Y-%m")
+
+
+def next_reset(timezone: str, now: datetime) -> date:
+    """The day free stories start again: the 1st of the next month in the reader's zone."""
+    local = now.astimezone(ZoneInfo(timezone))
+    return date(local.year + local.month // 12, local.month % 12 + 1, 1)
 
 
 def month_number(month: str) -> int:

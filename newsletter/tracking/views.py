@@ -33,6 +33,7 @@ from newsletter.tracking.meter import (
     charge_read,
     month_number,
     month_of_number,
+    next_reset,
 )
 
 bp = Blueprint("tracking", __name__)
@@ -195,6 +196,7 @@ def story_page(slug: str):  # type: ignore[no-untyped-def]
             factuality_labels=FACTUALITY_LABELS,
             price=current_app.config.get("PRICE_LABEL", "$5/month"),
             trial_days=current_app.config["TRIAL_DAYS"],
+            resets_on=next_reset(reader.timezone, utcnow()) if reader else None,
         )
     )
     response.headers["Cache-Control"] = "private, no-store"

@@ -114,7 +114,7 @@ class TestSend:
 
         good = runner.invoke(args=["edition", "send", "--now", "--date", tomorrow])
         assert good.exit_code == 0, good.output
-        assert f"edition of {tomorrow}: 1 readers added" in good.stdout
+        assert f"edition of {tomorrow}: 1 reader added" in good.stdout
         assert [d.isoformat() for d in edition_dates(app).values()] == [tomorrow]
 
 

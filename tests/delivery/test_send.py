@@ -86,7 +86,7 @@ class TestSendNow:
 
         result = runner.invoke(args=["edition", "send", "--now"])
 
-        assert "1 readers added to the send" in result.stdout
+        assert "1 reader added to the send" in result.stdout
         assert len(inbox(smtp)[late.email]) == 1
         assert len(smtp.received) == 3
 
