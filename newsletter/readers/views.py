@@ -94,7 +94,7 @@ def _confirmed_page(reader, token: str, error: str | None = None, status: int = 
         reader=reader,
         token=token,
         first_edition=services.first_edition_label(reader),
-        timezones=services.timezone_names(),
+        timezone_groups=grouped_choices(),
         hours=range(24),
         error=error,
     ), status
