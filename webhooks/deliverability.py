@@ -18,6 +18,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from newsletter import metrics
 from newsletter.db import db_session, utcnow
 from newsletter.deliverability.providers import (
     Malformed,
@@ -78,26 +79,34 @@ def _record(source: str, reports: list[BounceReport], token: str | None = None):
         session.rollback()
         raise _Refused(403, "this request was seen before (replayed token)")
     counts: Counter[str] = Counter()
+    outcomes = []
     for report in reports:
         outcome = record_report(session, report, now=now)
         counts[outcome.status.value] += 1
+        outcomes.append((report.kind.value, outcome.status.value))
         if outcome.changed:
             log.info("%s report %s: %s", source, report.event_id, outcome.describe())
     session.commit()
+    for kind, status in outcomes:
+        metrics.webhook_event(source, kind, status)
     return jsonify({"received": len(reports), **counts}), 200
 
 
-def _answer(handler):  # type: ignore[no-untyped-def]
+def _answer(provider: str, handler):  # type: ignore[no-untyped-def]
     try:
         return handler()
     except _Refused as exc:
+        metrics.WEBHOOK_REFUSED.labels(provider, "refused").inc()
         return jsonify({"error": str(exc)}), exc.status, exc.headers
     except BadJson as exc:
+        metrics.WEBHOOK_REFUSED.labels(provider, "malformed").inc()
         body, status = error_answer(exc)
         return jsonify(body), status
     except Unauthentic as exc:
+        metrics.WEBHOOK_REFUSED.labels(provider, "signature").inc()
         return jsonify({"error": f"not authentic: {exc}"}), 403
     except Malformed as exc:
+        metrics.WEBHOOK_REFUSED.labels(provider, "malformed").inc()
         return jsonify({"error": f"malformed event: {exc}"}), 400
 
 
@@ -132,7 +141,7 @@ def ses_webhook() -> ResponseReturnValue:
             return jsonify({"received": 0}), 200
         return _record("ses", ses.parse(message))
 
-    return _answer(handle)  # type: ignore[no-any-return]
+    return _answer("ses", handle)  # type: ignore[no-any-return]
 
 
 @bp.post("/postmark")
@@ -148,7 +157,7 @@ def postmark_webhook() -> ResponseReturnValue:
             raise _Refused(401, str(exc), {"WWW-Authenticate": 'Basic realm="webhooks"'}) from None
         return _record("postmark", postmark.parse(_json(_body())))
 
-    return _answer(handle)  # type: ignore[no-any-return]
+    return _answer("postmark", handle)  # type: ignore[no-any-return]
 
 
 @bp.post("/mailgun")
@@ -163,7 +172,7 @@ def mailgun_webhook() -> ResponseReturnValue:
         token = mailgun.verify(payload, key, now=time.time(), tolerance=tolerance)
         return _record("mailgun", mailgun.parse(payload), token=token)
 
-    return _answer(handle)  # type: ignore[no-any-return]
+    return _answer("mailgun", handle)  # type: ignore[no-any-return]
 
 
 @bp.post("/sendgrid")
@@ -192,4 +201,4 @@ def sendgrid_webhook() -> ResponseReturnValue:
         )
         return _record("sendgrid", sendgrid.parse(_json(raw)))
 
-    return _answer(handle)  # type: ignore[no-any-return]
+    return _answer("sendgrid", handle)  # type: ignore[no-any-return]

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.db import table_of, utcnow
 from newsletter.deliverability.models import ReceivedReport, ReportKind, WebhookToken
 from newsletter.deliverability.policy import Policy, apply_to_reader
@@ -218,6 +219,10 @@ def record_report(
         and report.kind != ReportKind.SOFT_BOUNCE
         and protect_edition(session, edition_id, policy, now)
     )
+    if report.kind == ReportKind.COMPLAINT:
+        metrics.COMPLAINTS.labels(report.source).inc()
+    else:
+        metrics.BOUNCES.labels(report.source, report.kind.value).inc()
     return ReportOutcome(
         OutcomeStatus.RECORDED,
         report_id=report_id,
