@@ -1,7 +1,7 @@
 """deliverability: received bounce and complaint reports; editions that pause by themselves
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-02 12:45:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import newsletter.db
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -7,7 +7,7 @@ for their opt-in email), `erased_at`, and an index for the worker's due-readers 
 an import cannot bring it back.
 
 Revision ID: 0015
-Revises: 0010
+Revises: 0014
 Create Date: 2026-12-02 12:50:00
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 import newsletter.db
 
 revision: str = "0015"
-down_revision: str | None = "0010"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

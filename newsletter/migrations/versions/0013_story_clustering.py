@@ -4,8 +4,8 @@ Articles get `lede`, `canonical_url` (unique), `feed_id` + `guid` (unique togeth
 `first_seen_at` and a MinHash `fingerprint`; stories get a review `status` (existing
 stories were imported, so they are published) and `edited_at`.
 
-Revision ID: 0014
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-02 12:40:00
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 import newsletter.db
 
-revision: str = "0014"
-down_revision: str | None = "0010"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -3,8 +3,8 @@
 Outlets get `rating_source` and `rating_set_by`; the ratings they already have came from
 stories imports, which are editorial, so they are marked as set by staff.
 
-Revision ID: 0013
-Revises: 0014
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-02 13:10:00
 """
 
@@ -15,9 +15,9 @@ from alembic import op
 
 import newsletter.db
 
-revision: str = "0013"
+revision: str = "0014"
 # Chained after the clustering migration (0014) while both branches are merged here.
-down_revision: str | None = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
