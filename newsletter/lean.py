@@ -27,7 +27,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -121,6 +121,10 @@ class LeanRoutes:
         )
         self._adapter: MapAdapter = self._map.bind("localhost")
         self._methods: set[str] = set()
+        # The map only grows at startup, so its answer for a path never changes: kept for
+        # the paths seen most (a few stories' slugs), as werkzeug's matcher costs more
+        # than a cache lookup on every fast request.
+        self._route_of = lru_cache(maxsize=4096)(self._route_uncached)
         self._headers: list[tuple[str, str]] | None = None
 
     def add(self, route: _Route) -> None:
@@ -132,6 +136,7 @@ class LeanRoutes:
             self._map.add(rule.empty())
         self._methods |= route.methods
         self.routes.append(route)
+        self._route_of.cache_clear()
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -174,14 +179,21 @@ class LeanRoutes:
         if method not in self._methods or not path.isascii():
             # WSGI gives the path as latin-1 and Flask decodes UTF-8: ASCII only here.
             return None
-        try:
-            endpoint, args = self._adapter.match(path, method)
-        except HTTPException:  # not found, another method, or a redirect: Flask's
+        found = self._route_of(path, method)
+        if found is None:
             return None
+        endpoint, args = found
         for route in self.routes:
             if route.endpoint == endpoint and method in route.methods:
                 return route, dict(args)
         return None
+
+    def _route_uncached(self, path: str, method: str) -> tuple[str, dict[str, Any]] | None:
+        try:
+            endpoint, args = self._adapter.match(path, method)
+        except HTTPException:  # not found, another method, or a redirect: Flask's
+            return None
+        return str(endpoint), dict(args)
 
     def _read(self, environ: WSGIEnviron) -> tuple[_Route, LeanRequest] | None:
         """The route a request is for and the request with its body, or None: Flask's."""

@@ -295,13 +295,14 @@ def _query(fields: dict[str, str]) -> str:
 
 
 def lean_rules(app: Flask) -> list[tuple[str, str, str | None]]:
-    """(method, a path the fast route matches, its content type) for each lean route,
-    with every pattern group filled with a hostile value."""
+    """(method, a path of the fast route's rule, its content type) for each lean route,
+    with every rule variable filled with a hostile value."""
     out = []
     for route in app.extensions["lean_routes"].routes:
-        for value in [_encode(v) for v in PATH_VALUES] + ["ok-slug"]:
-            path = re.sub(r"\((?:[^()\\]|\\.)*\)", value, route.path.pattern)
-            out.append((route.method, path, route.mimetype))
+        for rule in app.url_map.iter_rules(route.endpoint):
+            for value in [_encode(v) for v in PATH_VALUES] + ["ok-slug"]:
+                path = re.sub(r"<[^>]+>", value, rule.rule)
+                out += [(method, path, route.mimetype) for method in sorted(route.methods)]
     return out
 
 

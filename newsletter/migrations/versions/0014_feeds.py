@@ -16,7 +16,6 @@ from alembic import op
 import newsletter.db
 
 revision: str = "0014"
-# Chained after the clustering migration (0014) while both branches are merged here.
 down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
