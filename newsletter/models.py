@@ -2,7 +2,7 @@
 
 from newsletter.admin.models import AuditEntry
 from newsletter.billing.models import BillingCustomer, BillingSubscription, StripeEvent
-from newsletter.deliverability.models import ReceivedReport
+from newsletter.deliverability.models import ReceivedReport, WebhookToken
 from newsletter.delivery.models import Delivery
 from newsletter.editions.models import Edition, EditionStory, EditionVariant
 from newsletter.locks import JobLock
@@ -28,6 +28,7 @@ __all__ = [
     "Consent",
     "Delivery",
     "ReceivedReport",
+    "WebhookToken",
     "Edition",
     "EditionStory",
     "EditionVariant",

@@ -25,7 +25,10 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
 def init_app(app: Flask) -> None:
+    from webhooks import deliverability
+
     app.register_blueprint(bp)
+    deliverability.init_app(app)  # bounce and complaint webhooks of the sending services
 
 
 @bp.post("/stripe")

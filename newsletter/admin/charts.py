@@ -155,3 +155,41 @@ def funnel(steps: Sequence[tuple[str, int]], title: str) -> Markup:
             f"{value}{escape(rate)}</text>"
         )
     return _svg(8 + len(steps) * (ROW_H + 6), title, body)
+
+
+def rate_bars(
+    rows: Sequence[tuple[str, float, str]], limits: Sequence[float], title: str
+) -> Markup:
+    """One bar per row for a rate (0.0021 = 0.21%), with a vertical line at each of
+    `limits` (labelled), the rate and `detail` written after the bar."""
+    if not rows:
+        return Markup('<p class="empty">Nothing to show yet.</p>')
+    top = max([*(r for _, r, _ in rows), *limits]) * 1.25 or 1.0
+    bar_w = WIDTH - LABEL_W - 190
+    height = 30 + len(rows) * ROW_H
+    body = []
+    for limit in limits:
+        x = LABEL_W + bar_w * limit / top
+        body.append(
+            f'<line class="limit" x1="{x:.1f}" y1="14" x2="{x:.1f}" y2="{height - 2}" '
+            f'data-limit="{limit}"/>'
+        )
+        body.append(f'<text class="limit" x="{x:.1f}" y="11">{limit:.1%}</text>')
+    for i, (label, rate, detail) in enumerate(rows):
+        y = 18 + i * ROW_H
+        w = bar_w * rate / top
+        over = " over" if any(rate >= limit for limit in limits[-1:]) else ""
+        body.append(
+            f'<text class="label" x="{LABEL_W - 8}" y="{y + 17}">'
+            f"<title>{escape(label)}</title>{escape(_short(label))}</text>"
+        )
+        body.append(
+            f'<rect class="s-rate{over}" x="{LABEL_W}" y="{y + 4}" width="{w:.1f}" '
+            f'height="{ROW_H - 8}" data-value="{rate:.6f}">'
+            f"<title>{escape(label)}: {rate:.2%}</title></rect>"
+        )
+        body.append(
+            f'<text class="value" x="{LABEL_W + w + 6:.1f}" y="{y + 17}">'
+            f"{rate:.2%} {escape(detail)}</text>"
+        )
+    return _svg(height, title, body)

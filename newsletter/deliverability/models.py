@@ -52,3 +52,14 @@ class ReceivedReport(Base):
     suppressed: Mapped[bool] = mapped_column(default=False)
     occurred_at: Mapped[datetime | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class WebhookToken(Base):
+    """A signed webhook's one-time token (Mailgun's), kept while its timestamp could still
+    pass the tolerance: the primary key is what refuses a replayed request."""
+
+    __tablename__ = "webhook_tokens"
+
+    source: Mapped[str] = mapped_column(String(20), primary_key=True)
+    token: Mapped[str] = mapped_column(String(200), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

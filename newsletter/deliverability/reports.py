@@ -15,29 +15,39 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from newsletter.db import table_of, utcnow
-from newsletter.deliverability.models import ReceivedReport, ReportKind
+from newsletter.deliverability.models import ReceivedReport, ReportKind, WebhookToken
 from newsletter.deliverability.policy import Policy, apply_to_reader
 from newsletter.deliverability.rates import protect_edition
 from newsletter.delivery.models import Delivery
 from newsletter.readers.models import Reader, Suppression
 from newsletter.tokens import MessageIds
 
-__all__ = ["BounceReport", "OutcomeStatus", "ReportKind", "ReportOutcome", "record_report"]
+__all__ = [
+    "BounceReport",
+    "OutcomeStatus",
+    "ReportKind",
+    "ReportOutcome",
+    "claim_token",
+    "record_report",
+]
 
 log = logging.getLogger(__name__)
 
+# One-time tokens are kept this long (far past any signature tolerance).
+TOKEN_RETENTION = timedelta(days=1)
 SOURCES = frozenset({"ses", "postmark", "mailgun", "sendgrid", "mailbox", "smtp"})
 
 
@@ -218,3 +228,20 @@ def record_report(
         unsubscribed=action.unsubscribed,
         paused_edition=paused,
     )
+
+
+def claim_token(session: Session, source: str, token: str, now: datetime) -> bool:
+    """Record a signed request's one-time token; False when it was seen before (a
+    replay). Tokens older than `TOKEN_RETENTION` are forgotten on the way: by then their
+    timestamp is far outside any tolerance."""
+    table = table_of(WebhookToken)
+    insert = _INSERTS[session.get_bind().dialect.name]
+    stored = session.execute(
+        insert(table)
+        .values(source=source, token=token, received_at=now)
+        .on_conflict_do_nothing(index_elements=["source", "token"])
+        .returning(table.c.token)
+    ).scalar()
+    if stored is not None and secrets.randbelow(100) == 0:
+        session.execute(delete(table).where(table.c.received_at < now - TOKEN_RETENTION))
+    return stored is not None

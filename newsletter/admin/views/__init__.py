@@ -16,6 +16,7 @@ def init_app(app: Flask) -> None:
     from newsletter.admin.views import templates  # noqa: F401
     from newsletter.admin.views import editions  # noqa: F401
     from newsletter.admin.views import readers  # noqa: F401
+    from newsletter.admin.views import deliverability  # noqa: F401
 
     # isort: on
     from newsletter.admin.views.blueprint import bp, staff_nav

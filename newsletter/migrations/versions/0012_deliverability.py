@@ -82,6 +82,17 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_received_reports_received_at"), ["received_at"], unique=False
         )
+    op.create_table(
+        "webhook_tokens",
+        sa.Column("source", sa.String(length=20), nullable=False),
+        sa.Column("token", sa.String(length=200), nullable=False),
+        sa.Column("received_at", newsletter.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("source", "token", name=op.f("pk_webhook_tokens")),
+    )
+    with op.batch_alter_table("webhook_tokens", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webhook_tokens_received_at"), ["received_at"], unique=False
+        )
     # Plain ADD COLUMN, not a batch copy: on SQLite a batch would drop and remake
     # `editions`, and its ON DELETE CASCADE would take the variants and ledger along.
     op.add_column("editions", sa.Column("auto_paused_reason", sa.Text(), nullable=True))
@@ -94,4 +105,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("ALTER TABLE editions DROP COLUMN auto_paused_at")
     op.execute("ALTER TABLE editions DROP COLUMN auto_paused_reason")
+    op.drop_table("webhook_tokens")
     op.drop_table("received_reports")
