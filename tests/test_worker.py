@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -11,7 +12,10 @@ from newsletter.db import utcnow
 from newsletter.errors import RateLimited
 from newsletter.ratelimit import RateLimitHit, hit, prune
 
-EXPECTED_JOBS = {"prune_rate_limits", "deliver_due", "assemble_ahead"}
+EXPECTED_JOBS = {
+    "prune_rate_limits", "deliver_due", "assemble_ahead", "fetch_feeds", "fetch_bounces",
+    "send_import_invites",
+}  # fmt: skip
 
 
 def test_worker_runs_with_its_jobs_in_the_database(tmp_path):
@@ -28,7 +32,13 @@ def test_worker_runs_with_its_jobs_in_the_database(tmp_path):
 
     url = f"sqlite:///{tmp_path}/worker.db"
     upgrade(url)
-    env = {**os.environ, "DATABASE_URL": url, "NEWSLETTER_INSTANCE": str(tmp_path)}
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's code, from any cwd
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "NEWSLETTER_INSTANCE": str(tmp_path),
+        "PYTHONPATH": root,
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "worker"],
         env=env,

@@ -1,75 +1,17 @@
-"""DKIM keys for tests (made once per session) and dkimpy verification against them.
-
-dkimpy checks Ed25519 signatures through PyNaCl, which this environment does not have;
-`_install_nacl` gives dkimpy a minimal `nacl` backed by `cryptography`'s Ed25519 (the
-same real signature check), so both algorithms are verified by dkimpy's own code.
-"""
+"""DKIM keys for tests (made once per session) and dkimpy verification against them
+(dkimpy checks Ed25519 signatures through PyNaCl, a dev dependency)."""
 
 from __future__ import annotations
 
-import base64
-import importlib
-import sys
-import types
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from newsletter.deliverability.dkim import DkimKey
-
-
-def _install_nacl() -> None:
-    try:
-        import nacl.signing  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-
-    class BadSignatureError(Exception):
-        pass
-
-    class VerifyKey:
-        def __init__(self, key: bytes, encoder: object = None) -> None:
-            raw = base64.b64decode(key) if encoder is not None else key
-            try:
-                self._key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
-            except ValueError as exc:
-                raise BadSignatureError(str(exc)) from None
-
-        def verify(self, message: bytes, signature: bytes) -> bytes:
-            try:
-                self._key.verify(signature, message)
-            except InvalidSignature:
-                raise BadSignatureError("bad signature") from None
-            return message
-
-    nacl = types.ModuleType("nacl")
-    signing = types.ModuleType("nacl.signing")
-    encoding = types.ModuleType("nacl.encoding")
-    exceptions = types.ModuleType("nacl.exceptions")
-    signing.VerifyKey = VerifyKey  # type: ignore[attr-defined]
-    encoding.Base64Encoder = object()  # type: ignore[attr-defined]
-    exceptions.BadSignatureError = BadSignatureError  # type: ignore[attr-defined]
-    exceptions.ValueError = BadSignatureError  # type: ignore[attr-defined]
-    nacl.signing, nacl.encoding, nacl.exceptions = signing, encoding, exceptions  # type: ignore[attr-defined]
-    sys.modules.update(
-        {
-            "nacl": nacl,
-            "nacl.signing": signing,
-            "nacl.encoding": encoding,
-            "nacl.exceptions": exceptions,
-        }
-    )
-    importlib.reload(importlib.import_module("dkim"))
-
-
-_install_nacl()
-import dkim  # noqa: E402
 
 
 @dataclass(frozen=True)
