@@ -500,10 +500,24 @@ def _write(
 ) -> None:
     stories: dict[int, Story] = {}
     slugs: set[str] = set()
-    for g, group in enumerate(groups):
-        if group.merged_into is not None or not group.touched:
-            continue
-        if group.story_id is None:
+    wanted = [
+        group.story_id
+        for group in groups
+        if group.merged_into is None and group.touched and group.story_id is not None
+    ]
+    loaded = {
+        story.id: story
+        for i in range(0, len(wanted), 500)
+        for story in session.scalars(select(Story).where(Story.id.in_(wanted[i : i + 500])))
+    }
+    # New stories wait in the session while slugs are looked up: one flush, not one each.
+    with session.no_autoflush:
+        for g, group in enumerate(groups):
+            if group.merged_into is not None or not group.touched:
+                continue
+            if group.story_id is not None:
+                stories[g] = loaded[group.story_id]
+                continue
             opener = docs[group.members[0]].article
             assert opener is not None and opener.canonical_url is not None
             slug = unique_slug(session, slugify(opener.headline), slugs)
@@ -520,53 +534,61 @@ def _write(
             )
             session.add(story)
             filed.new_stories += 1
-        else:
-            found = session.get(Story, group.story_id)
-            assert found is not None
-            story = found
-        stories[g] = story
+            stories[g] = story
 
-    merged = [
-        (g, group.story_id) for g, group in enumerate(groups) if group.merged_into is not None
-    ]
-    if any(story_id is not None for _, story_id in merged):
-        session.flush()
-    for g, story_id in merged:
-        if story_id is None:
-            continue
-        survivor = stories[_root(groups, g)]
-        gone = session.get(Story, story_id)
-        if gone is not None:
-            session.expunge(gone)
+        for g, story in stories.items():
+            _describe(story, groups[g], docs, vectors, outlets, settings, now)
+    session.flush()
+
+    gone = {
+        group.story_id: stories[_root(groups, g)].id
+        for g, group in enumerate(groups)
+        if group.merged_into is not None and group.story_id is not None
+    }
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Story) and obj.id in gone:
+            session.expunge(obj)
+    for story_id, survivor_id in gone.items():
         session.execute(
-            update(Article).where(Article.story_id == story_id).values(story_id=survivor.id)
+            update(Article).where(Article.story_id == story_id).values(story_id=survivor_id)
         )
         session.execute(delete(Story).where(Story.id == story_id))
-        session.expire(survivor, ["articles"])
+    # By id, not through `Story.articles`: that would load every story's articles.
     for doc in docs:
         if doc.article is not None and doc.group >= 0:
-            doc.article.story = stories[_root(groups, doc.group)]
-            session.add(doc.article)
+            doc.article.story_id = stories[_root(groups, doc.group)].id
             filed.stored.append(doc.article)
+    session.add_all(filed.stored)
     filed.clustered = len(filed.stored) - filed.new_stories
-
-    for g, story in stories.items():
-        group = groups[g]
-        latest = max(docs[i].at for i in group.members)
-        if latest > story.published_at:
-            story.published_at = latest
-        if group.retitle or group.story_id is None:
-            lead = docs[_lead_article(group, docs, vectors, outlets)]
-            if story.title != lead.headline[:TITLE_MAX]:
-                story.title = lead.headline[:TITLE_MAX]
-            overview = (lead.lede or lead.headline)[:OVERVIEW_MAX]
-            if story.overview != overview:
-                story.overview = overview
-        if (
-            settings.auto_publish_outlets
-            and story.status == StoryStatus.CANDIDATE
-            and len(group.outlets) >= settings.auto_publish_outlets
-        ):
-            story.status = StoryStatus.PUBLISHED
-        story.updated_at = now
     session.flush()
+    for story in stories.values():
+        session.expire(story, ["articles"])
+
+
+def _describe(
+    story: Story,
+    group: _Group,
+    docs: list[_Doc],
+    vectors: sparse.csr_matrix,
+    outlets: dict[int, tuple[Bias, Factuality]],
+    settings: ClusterSettings,
+    now: datetime,
+) -> None:
+    """A touched story's time, title and overview (unless staff own them) and status."""
+    latest = max(docs[i].at for i in group.members)
+    if latest > story.published_at:
+        story.published_at = latest
+    if group.retitle or group.story_id is None:
+        lead = docs[_lead_article(group, docs, vectors, outlets)]
+        if story.title != lead.headline[:TITLE_MAX]:
+            story.title = lead.headline[:TITLE_MAX]
+        overview = (lead.lede or lead.headline)[:OVERVIEW_MAX]
+        if story.overview != overview:
+            story.overview = overview
+    if (
+        settings.auto_publish_outlets
+        and story.status == StoryStatus.CANDIDATE
+        and len(group.outlets) >= settings.auto_publish_outlets
+    ):
+        story.status = StoryStatus.PUBLISHED
+    story.updated_at = now
