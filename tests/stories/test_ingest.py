@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -324,3 +325,27 @@ class TestDedupe:
         times = {a.url: a.published_at for a in session.scalars(select(Article))}
         assert times[one.url] == datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
         assert times[undated.url] == NOW
+
+
+class TestSettings:
+    def test_window_and_auto_publish_come_from_the_environment(self, tmp_path, monkeypatch):
+        from newsletter.config import Config
+        from newsletter.errors import ConfigError
+        from newsletter.stories.clustering import ClusterSettings
+
+        monkeypatch.setenv("NEWSLETTER_INSTANCE", str(tmp_path))
+        default = Config.from_env({})
+        assert default.STORIES_CLUSTER_WINDOW_HOURS == 48
+        assert default.STORIES_AUTO_PUBLISH_OUTLETS is None
+        cfg = Config.from_env(
+            {"STORIES_CLUSTER_WINDOW_HOURS": "24", "STORIES_AUTO_PUBLISH_OUTLETS": "3"}
+        )
+        settings = ClusterSettings.from_config(
+            {
+                "STORIES_CLUSTER_WINDOW_HOURS": cfg.STORIES_CLUSTER_WINDOW_HOURS,
+                "STORIES_AUTO_PUBLISH_OUTLETS": cfg.STORIES_AUTO_PUBLISH_OUTLETS,
+            }
+        )
+        assert settings.window == timedelta(hours=24) and settings.auto_publish_outlets == 3
+        with pytest.raises(ConfigError, match="STORIES_AUTO_PUBLISH_OUTLETS"):
+            Config.from_env({"STORIES_AUTO_PUBLISH_OUTLETS": "0"})
