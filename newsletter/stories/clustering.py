@@ -53,7 +53,7 @@ from newsletter.stories.models import (
 )
 
 # A new article joins a story when the cosine to its centroid reaches this.
-JOIN_THRESHOLD = 0.10
+JOIN_THRESHOLD = 0.08
 # Two stories merge when their centroids reach this.
 MERGE_THRESHOLD = 0.45
 # The factor on a story's similarity when it already has an article of the same outlet.
@@ -61,7 +61,7 @@ SAME_OUTLET_FACTOR = 0.85
 # Between a story's centroid cosine (0) and its articles' mean similarity (1).
 LINKAGE = 0.0
 # A story's similarity halves for every this many hours between it and the article.
-HALF_LIFE_HOURS = 6.0
+HALF_LIFE_HOURS = 3.0
 # Estimated Jaccard similarity of word shingles above which two texts are one wire copy.
 NEAR_DUPLICATE = 0.8
 LEDE_CHARS = 300
