@@ -8,9 +8,9 @@ For each file (JSON Lines: `cluster_id`, `headline`, `lede`, `outlet`, `publishe
 1. A fresh database (throwaway SQLite file, or `--database-url`, wiped and migrated).
    Outlets are made on the fly from the names (bias from `bias`: left / center / right).
 2. The articles, in time order, go through `ingest_articles` in fetch-sized batches of
-   `--batch` (200) articles, committed per batch, as the fetch job does. Timed: articles per CPU second (this process's, plus the
-   PostgreSQL backends' with `--database-url`) over the ingest calls and commits, and
-   per second of wall time.
+   `--batch` (200) articles, committed per batch, as the fetch job does. Timed over the
+   ingest calls and commits: articles per CPU second (this process's, plus the
+   PostgreSQL backends' with `--database-url`) and per second of wall time.
 3. B-cubed precision, recall and F1 of the stories against `cluster_id`.
 4. Baseline, same run: batch TF-IDF (headline + first 300 characters of the lede,
    English stop words, sublinear tf) and average-linkage agglomerative clustering per
