@@ -217,12 +217,7 @@ def file_articles(
             )
         )
 
-    vectors = TfidfVectorizer(
-        stop_words="english", sublinear_tf=True, strip_accents="unicode", dtype=np.float32
-    ).fit_transform([article_text(d.headline, d.lede) for d in docs])
-    if vectors.shape[1] == 0:  # nothing but stop words everywhere
-        vectors = sparse.csr_matrix((len(docs), 1), dtype=np.float32)
-    vectors = sparse.csr_matrix(vectors)
+    vectors = _vectors([article_text(d.headline, d.lede) for d in docs])
     _initial_norms(groups, docs, vectors)
 
     lsh = MinHashLSH(num_perm=NUM_PERM, params=_lsh_params(settings.near_duplicate))
@@ -261,6 +256,18 @@ def file_articles(
     outlets = _outlets(session, {d.outlet_id for d in docs})
     _write(session, groups, docs, vectors, by_story, outlets, settings, now, filed)
     return filed
+
+
+def _vectors(texts: list[str]) -> sparse.csr_matrix:
+    """TF-IDF rows, L2-normalised; all zeros when no text has a word that counts (only
+    stop words, punctuation or nothing): such articles then join stories only as copies."""
+    try:
+        found = TfidfVectorizer(
+            stop_words="english", sublinear_tf=True, strip_accents="unicode", dtype=np.float32
+        ).fit_transform(texts)
+    except ValueError:  # an empty vocabulary
+        return sparse.csr_matrix((len(texts), 1), dtype=np.float32)
+    return sparse.csr_matrix(found)
 
 
 def _dot(row: sparse.csr_matrix, labels: np.ndarray, target: int) -> float:

@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -349,3 +351,42 @@ class TestSettings:
         assert settings.window == timedelta(hours=24) and settings.auto_publish_outlets == 3
         with pytest.raises(ConfigError, match="STORIES_AUTO_PUBLISH_OUTLETS"):
             Config.from_env({"STORIES_AUTO_PUBLISH_OUTLETS": "0"})
+
+
+class TestAnyFeedText:
+    @settings(
+        max_examples=12,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        batch=st.lists(
+            st.tuples(
+                st.text(max_size=80),  # headline
+                st.one_of(st.none(), st.text(max_size=300)),  # lede
+                st.text(max_size=60),  # URL path and query, any characters
+                st.one_of(st.none(), st.text(max_size=40)),  # GUID
+                st.one_of(st.none(), st.datetimes(timezones=st.just(UTC))),
+            ),
+            max_size=6,
+        )
+    )
+    def test_whatever_a_feed_says_each_item_is_stored_once_or_skipped(self, app, session, batch):
+        outlet = session.scalar(select(Outlet).where(Outlet.slug == "any-text"))
+        if outlet is None:
+            outlet = Outlet(slug="any-text", name="Any Text")
+            session.add(outlet)
+            session.commit()
+        given_items = [
+            IncomingArticle(outlet.id, f"https://any.example/{path}", headline, lede, at, guid, 1)
+            for headline, lede, path, guid, at in batch
+        ]
+        before = session.scalar(select(func.count()).select_from(Article))
+        report = ingest(app, session, given_items)
+        stored = session.scalar(select(func.count()).select_from(Article)) - before
+        assert report.fetched == len(batch)
+        assert report.new == stored and report.new + report.duplicate <= len(batch)
+        assert report.new == report.clustered + report.new_stories
+        again = ingest(app, session, given_items)
+        assert again.new == 0
+        assert session.scalar(select(func.count()).select_from(Article)) - before == stored
