@@ -80,6 +80,12 @@ def in_edition(session: Session, story_id: int) -> bool:
     )
 
 
+def publicly_readable(session: Session, story: Story) -> bool:
+    """A story page is public once the story is published, or once an edition carried it
+    (its readers' links keep working if staff hide it later); a candidate is not."""
+    return story.status == StoryStatus.PUBLISHED or in_edition(session, story.id)
+
+
 def _must_be_free(session: Session, story: Story, doing: str) -> None:
     if in_edition(session, story.id):
         raise InvalidInput(

@@ -23,6 +23,7 @@ from newsletter.stories.presentation import (
     side_groups,
     unrated_articles,
 )
+from newsletter.stories.review import publicly_readable
 from newsletter.tokens import Purpose, link_signer, make_compact, read_compact
 from newsletter.tracking import services
 from newsletter.tracking.bots import verdict
@@ -154,7 +155,7 @@ def _load_story(slug: str) -> Story:
         .where(Story.slug == slug)
         .options(selectinload(Story.articles).joinedload(Article.outlet))
     )
-    if story is None:
+    if story is None or not publicly_readable(db_session(), story):
         raise NotFound("We couldn't find that story.")
     return story
 

@@ -390,3 +390,29 @@ class TestAnyFeedText:
         again = ingest(app, session, given_items)
         assert again.new == 0
         assert session.scalar(select(func.count()).select_from(Article)) - before == stored
+
+
+class TestStoryPages:
+    def test_a_candidate_story_has_no_public_page_until_published(self, app, session, client):
+        ids = outlets(session)
+        ingest(app, session, items(ids, BRIDGE, "bridge")[:1])
+        story = session.scalar(select(Story))
+        assert story is not None and story.status == StoryStatus.CANDIDATE
+        assert client.get(f"/stories/{story.slug}").status_code == 404
+        story.status = StoryStatus.PUBLISHED
+        session.commit()
+        assert client.get(f"/stories/{story.slug}").status_code == 200
+
+    def test_a_story_an_edition_carried_stays_readable_when_hidden(self, app, session, client):
+        ids = outlets(session)
+        ingest(app, session, items(ids, BRIDGE, "bridge")[:1])
+        story = session.scalar(select(Story))
+        assert story is not None
+        edition = Edition(date=date(2026, 3, 10), status=EditionStatus.SENT, subject="s",
+                          preheader="p", word_count=1, reading_seconds=1)  # fmt: skip
+        session.add(edition)
+        session.flush()
+        session.add(EditionStory(edition_id=edition.id, story_id=story.id, position=0))
+        story.status = StoryStatus.HIDDEN
+        session.commit()
+        assert client.get(f"/stories/{story.slug}").status_code == 200
