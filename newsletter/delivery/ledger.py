@@ -77,10 +77,11 @@ def _enqueue_chunks(
     among the readers that exist now (later signups wait for the next run).
 
     Readers are taken CHUNK ids at a time (an id range: a bounded read whatever plan the
-    database picks), those with a row already are dropped, the plans of the rest computed
-    from their ids (one billing query; no reader object is loaded, so memory stays flat
-    whatever the list size), and each plan's share written by one INSERT ... SELECT ...
-    ON CONFLICT DO NOTHING that re-checks `confirmed` in the same statement.
+    database picks): the range's ids are read with what the local-day rules need, those
+    with a row dropped when the edition has rows already, and the plans computed by
+    billing's rule for the chunk at once. Each plan's share is written by one
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING that re-checks `confirmed` in the same
+    statement.
 
     One edition per reader per local day, whoever sends: a reader who already had an
     edition queued earlier on their local day is left out (see `_owed`); and a
@@ -121,7 +122,9 @@ def _enqueue_chunks(
         for reader_id, plan in plans_for(session, ids, now).items():
             by_plan[plan].append(reader_id)
         for plan, plan_ids in by_plan.items():
-            queued += _insert_rows(session, insert, edition.id, plan, plan_ids, now)
+            queued += _insert_rows(
+                session, insert, edition.id, plan, readers.c.id.in_(plan_ids), now
+            )
     if queued:
         start_sending(session, edition, now)
     session.flush()
@@ -153,7 +156,12 @@ def _owed(
 
 
 def _insert_rows(
-    session: Session, insert: Any, edition_id: int, plan: Plan, ids: list[int], now: datetime
+    session: Session,
+    insert: Any,
+    edition_id: int,
+    plan: Plan,
+    which: ColumnElement[bool],
+    now: datetime,
 ) -> int:
     rows = select(
         literal(edition_id),
@@ -164,7 +172,7 @@ def _insert_rows(
         literal(now, UTCDateTime()),
         false(),
         literal(now, UTCDateTime()),
-    ).where(readers.c.id.in_(ids), readers.c.status == ReaderStatus.CONFIRMED.value)
+    ).where(which, readers.c.status == ReaderStatus.CONFIRMED.value)
     columns = [
         "edition_id",
         "reader_id",
