@@ -137,7 +137,7 @@ class TestStaffPage:
                 now=NOW,
             )
         signed_in_as(client, app, STAFF, staff=True)
-        response = client.get("/admin/deliverability/suppressions.csv")
+        response = post(client, "/admin/deliverability/suppressions.csv")
         assert response.status_code == 200 and response.mimetype == "text/csv"
         rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
         assert rows[0][0] == "email"
@@ -169,4 +169,4 @@ class TestStaffPage:
         assert client.get("/admin/deliverability").status_code == 404
         signed_in_as(client, app, "reader@example.com", staff=False)
         assert client.get("/admin/deliverability").status_code == 404
-        assert client.get("/admin/deliverability/suppressions.csv").status_code == 404
+        assert client.post("/admin/deliverability/suppressions.csv").status_code == 404

@@ -51,10 +51,12 @@ def deliverability():  # type: ignore[no-untyped-def]
     )
 
 
-@bp.get("/deliverability/suppressions.csv")
+# A POST (with the CSRF token): the export is recorded in the audit log, and a GET must
+# change nothing.
+@bp.post("/deliverability/suppressions.csv")
 def suppressions_csv():  # type: ignore[no-untyped-def]
     session = db_session()
-    query = request.args.get("q", "")[:254]
+    query = request.form.get("q", "")[:254]
     rows = list(suppressed_readers(session, query, limit=None))
     services.audit(
         session,
