@@ -22,6 +22,8 @@ def admin_requests(app, ids):  # type: ignore[no-untyped-def]
         "edition_id": ids["edition"],
         "reader_id": ids["reader"],
         "story_id": ids["story"],
+        "feed_id": 1,
+        "outlet_id": 1,
     }
     out = []
     for rule in app.url_map.iter_rules():

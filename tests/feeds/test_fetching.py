@@ -20,7 +20,6 @@ from tests.feeds.conftest import (
     MALFORMED,
     RSS1,
     RSS2,
-    FeedServer,
     add_feed,
     etag_route,
     gzip_route,
@@ -59,7 +58,9 @@ class TestFeedFormats:
         found = {a.guid: a for a in articles(session)}
         budget = found["gazette-7"]
         assert budget.headline == "Council approves new harbor budget & tax plan"
-        assert budget.lede == "The city council approved the harbor budget on Monday. Taxes rise 2%."
+        assert (
+            budget.lede == "The city council approved the harbor budget on Monday. Taxes rise 2%."
+        )
         assert budget.published_at == datetime(2026, 3, 9, 13, 30, tzinfo=UTC)
         assert budget.canonical_url == "https://gazette.example/news/harbor-budget?id=7"
         assert budget.feed_id == feed_id
@@ -241,7 +242,9 @@ class TestRuns:
         one = runner.invoke(args=["feeds", "fetch", "--feed", str(good)])
         assert one.exit_code == 0 and "0 new, 2 duplicate" in one.output
         assert runner.invoke(args=["feeds", "fetch", "--feed", "999"]).exit_code == 1
-        assert "No feed with id 999" in runner.invoke(args=["feeds", "fetch", "--feed", "999"]).output
+        assert (
+            "No feed with id 999" in runner.invoke(args=["feeds", "fetch", "--feed", "999"]).output
+        )
 
     def test_fetched_items_become_stories(self, app, session, feed_server):
         five = [
@@ -256,7 +259,9 @@ class TestRuns:
                 f"/{slug}", rss_with([(f"{slug}-1", f"https://{slug}.example/bridge", title)])
             )
             add_feed(app, url, slug=slug)
-        other = rss_with([("x-1", "https://center.example/vote", "School board vote on lunch menus")])
+        other = rss_with(
+            [("x-1", "https://center.example/vote", "School board vote on lunch menus")]
+        )
         add_feed(app, feed_server.serve("/other", other), slug="center")
         runner = app.test_cli_runner()
         result = runner.invoke(args=["feeds", "fetch"])
@@ -281,8 +286,9 @@ class TestPrivateAddresses:
         """Checked for every address a host resolves to, on every redirect hop."""
         from newsletter.feeds.http import FetchError, FetchLimits, check_address
 
-        for address in ("10.0.0.1", "192.168.1.1", "169.254.169.254", "::1", "224.0.0.1",
-                        "::ffff:127.0.0.1", "0.0.0.0", "100.64.0.1", "fe80::1"):  # fmt: skip
+        unspecified = "0.0.0.0"  # noqa: S104 - an address to refuse, not to bind
+        private = ["10.0.0.1", "192.168.1.1", "169.254.169.254", "::1", "224.0.0.1"]
+        for address in [*private, "::ffff:127.0.0.1", unspecified, "100.64.0.1", "fe80::1"]:
             try:
                 check_address(address, allow_private=False)
             except FetchError as exc:

@@ -21,7 +21,9 @@ def html_fragments(draw: st.DrawFn) -> str:
     for _ in range(draw(st.integers(0, 6))):
         tag = draw(tags)
         inner = html.escape(draw(words))
-        parts.append(draw(st.sampled_from([f"<{tag}>{inner}</{tag}>", inner, f"<{tag}/>", "&amp;"])))
+        parts.append(
+            draw(st.sampled_from([f"<{tag}>{inner}</{tag}>", inner, f"<{tag}/>", "&amp;"]))
+        )
     return "".join(parts)
 
 
@@ -56,7 +58,9 @@ def test_limit_is_kept(limit: int, text: str) -> None:
     assert len(plain_text(text, limit)) <= limit + 1
 
 
-values = st.one_of(st.none(), st.integers(), st.text(max_size=40), st.lists(st.integers(), max_size=2))
+values = st.one_of(
+    st.none(), st.integers(), st.text(max_size=40), st.lists(st.integers(), max_size=2)
+)
 
 
 @settings(max_examples=300, deadline=None)
