@@ -40,7 +40,9 @@ def upgrade() -> None:
         batch_op.create_unique_constraint(
             batch_op.f("uq_articles_canonical_url"), ["canonical_url"]
         )
-        batch_op.create_unique_constraint(batch_op.f("uq_articles_feed_id"), ["feed_id", "guid"])
+        batch_op.create_unique_constraint(
+            batch_op.f("uq_articles_feed_id_guid"), ["feed_id", "guid"]
+        )
         batch_op.create_index("ix_articles_published_at", ["published_at"], unique=False)
     with op.batch_alter_table("stories", schema=None) as batch_op:
         batch_op.add_column(
@@ -69,7 +71,7 @@ def downgrade() -> None:
         batch_op.drop_column("status")
     with op.batch_alter_table("articles", schema=None) as batch_op:
         batch_op.drop_index("ix_articles_published_at")
-        batch_op.drop_constraint(batch_op.f("uq_articles_feed_id"), type_="unique")
+        batch_op.drop_constraint(batch_op.f("uq_articles_feed_id_guid"), type_="unique")
         batch_op.drop_constraint(batch_op.f("uq_articles_canonical_url"), type_="unique")
         batch_op.drop_column("fingerprint")
         batch_op.drop_column("first_seen_at")
