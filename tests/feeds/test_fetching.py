@@ -297,3 +297,36 @@ class TestPrivateAddresses:
                 raise AssertionError(f"{address} was let through")
         check_address("93.184.215.14", allow_private=False)
         assert FetchLimits().allow_private is False
+
+
+class TestTls:
+    def test_https_connects_to_the_checked_address_and_verifies_the_name(
+        self, app, session, feed_server
+    ):
+        """An HTTPS feed is fetched from the resolved address with the certificate checked
+        against the host name: one from an authority nobody trusts is refused."""
+        import ssl
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        import trustme
+
+        authority = trustme.CA()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        authority.issue_cert("localhost").configure_cert(context)
+        handler = feed_server._httpd.RequestHandlerClass
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            feed_server.serve("/rss2", RSS2)
+            feed_id = add_feed(app, f"https://localhost:{httpd.server_address[1]}/rss2")
+            result = run(app, feed_id)
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+        assert result.outcome == RunOutcome.ERROR
+        assert result.error.startswith("the secure connection failed"), result.error
+        assert "certificate" in result.error
+        assert session.scalar(select(func.count()).select_from(Article)) == 0
