@@ -228,9 +228,15 @@ class TestRuns:
         assert outcomes == {**dict.fromkeys(broken, RunOutcome.ERROR), good: RunOutcome.OK}
         assert {a.feed_id for a in articles(session)} == {good}
         assert "/atom" not in feed_server.hits
-        # Not due again until their own next time.
+        settings = FetchSettings.from_config(app.config)
         with app.app_context():
-            assert fetch_due(app.extensions["db"], FetchSettings.from_config(app.config), NOW) == []
+            # Not due again until their own next time.
+            assert fetch_due(app.extensions["db"], settings, NOW) == []
+            # Run records past 30 days are pruned by a later run.
+            fetch_due(app.extensions["db"], settings, NOW + timedelta(days=31))
+        fresh(session)
+        old_runs = select(func.count()).select_from(FeedRun).where(FeedRun.started_at == NOW)
+        assert session.scalar(old_runs) == 0
 
     def test_cli_fetch_reports_and_exits_1_on_error(self, app, runner, session, feed_server):
         good = add_feed(app, feed_server.serve("/rss2", RSS2))
