@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newsletter.feeds.parsing import plain_text
-from newsletter.feeds.ratings import BIAS_MAP, FACTUALITY_MAP, Rating, normalize_domain, parse_row
+from newsletter.feeds.ratings import (
+    BIAS_MAP,
+    FACTUALITY_MAP,
+    Rating,
+    normalize_domain,
+    parse_row,
+    read_rows,
+)
 from newsletter.inputs import storable
 
 words = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
@@ -90,3 +97,18 @@ def test_known_values_map_whatever_their_case_and_dashes(bias, fact, domain, sho
         assert isinstance(result, Rating)
         assert (result.bias, result.factuality) == (BIAS_MAP[bias], FACTUALITY_MAP[fact])
         assert not result.domain.startswith("www.") and result.domain == result.domain.lower()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.lists(st.text(alphabet='ab,"\n{}:x', max_size=30), max_size=8).map("\n".join),
+        st.just("source,bias\n" + "x" * 200_000),
+    )
+)
+def test_any_file_reads_as_rows_or_reasons(text: str) -> None:
+    for number, row in read_rows(text):
+        assert number >= 1
+        result = row if isinstance(row, str) else parse_row(row)
+        assert isinstance(result, (str, Rating))
