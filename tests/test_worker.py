@@ -11,7 +11,7 @@ from newsletter.db import utcnow
 from newsletter.errors import RateLimited
 from newsletter.ratelimit import RateLimitHit, hit, prune
 
-EXPECTED_JOBS = {"prune_rate_limits", "deliver_due", "assemble_ahead", "fetch_feeds"}
+EXPECTED_JOBS = {"prune_rate_limits", "deliver_due", "assemble_ahead"}
 
 
 def test_worker_runs_with_its_jobs_in_the_database(tmp_path):

@@ -40,8 +40,9 @@ def plain_text(fragment: str | None, limit: int | None = None) -> str:
     if not fragment:
         return ""
     cleaned = nh3.clean(fragment, tags=set(), attributes={}, strip_comments=True)
-    text = " ".join(html.unescape(cleaned).split())
-    text = "".join(ch for ch in text if ch.isprintable() or ch == " ")
+    # Control and format characters go; whitespace of any kind becomes single spaces.
+    text = "".join(ch for ch in html.unescape(cleaned) if ch.isprintable() or ch.isspace())
+    text = " ".join(text.split())
     if limit is not None and len(text) > limit:
         cut = text[:limit].rsplit(" ", 1)[0] or text[:limit]
         text = cut.rstrip() + "…"
