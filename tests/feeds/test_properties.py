@@ -112,3 +112,7 @@ def test_any_file_reads_as_rows_or_reasons(text: str) -> None:
         assert number >= 1
         result = row if isinstance(row, str) else parse_row(row)
         assert isinstance(result, (str, Rating))
+
+
+def test_block_tags_keep_words_apart_and_inline_tags_do_not_split_them() -> None:
+    assert plain_text("end.</p><p>Next<br>line <b>bold</b>, done") == "end. Next line bold, done"
