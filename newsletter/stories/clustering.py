@@ -53,7 +53,7 @@ from newsletter.stories.models import (
 )
 
 # A new article joins a story when the cosine to its centroid reaches this.
-JOIN_THRESHOLD = 0.12
+JOIN_THRESHOLD = 0.08
 # Two stories merge when their centroids reach this.
 MERGE_THRESHOLD = 0.45
 # The factor on a story's similarity when it already has an article of the same outlet.
@@ -61,7 +61,7 @@ SAME_OUTLET_FACTOR = 0.85
 # Between a story's centroid cosine (0) and its articles' mean similarity (1).
 LINKAGE = 0.0
 # A story's similarity halves for every this many hours between it and the article.
-HALF_LIFE_HOURS = 12.0
+HALF_LIFE_HOURS = 3.0
 # Estimated Jaccard similarity of word shingles above which two texts are one wire copy.
 NEAR_DUPLICATE = 0.8
 LEDE_CHARS = 300
@@ -217,12 +217,7 @@ def file_articles(
             )
         )
 
-    vectors = TfidfVectorizer(
-        stop_words="english", sublinear_tf=True, strip_accents="unicode", dtype=np.float32
-    ).fit_transform([article_text(d.headline, d.lede) for d in docs])
-    if vectors.shape[1] == 0:  # nothing but stop words everywhere
-        vectors = sparse.csr_matrix((len(docs), 1), dtype=np.float32)
-    vectors = sparse.csr_matrix(vectors)
+    vectors = _vectors([article_text(d.headline, d.lede) for d in docs])
     _initial_norms(groups, docs, vectors)
 
     lsh = MinHashLSH(num_perm=NUM_PERM, params=_lsh_params(settings.near_duplicate))
@@ -261,6 +256,18 @@ def file_articles(
     outlets = _outlets(session, {d.outlet_id for d in docs})
     _write(session, groups, docs, vectors, by_story, outlets, settings, now, filed)
     return filed
+
+
+def _vectors(texts: list[str]) -> sparse.csr_matrix:
+    """TF-IDF rows, L2-normalised; all zeros when no text has a word that counts (only
+    stop words, punctuation or nothing): such articles then join stories only as copies."""
+    try:
+        found = TfidfVectorizer(
+            stop_words="english", sublinear_tf=True, strip_accents="unicode", dtype=np.float32
+        ).fit_transform(texts)
+    except ValueError:  # an empty vocabulary
+        return sparse.csr_matrix((len(texts), 1), dtype=np.float32)
+    return sparse.csr_matrix(found)
 
 
 def _dot(row: sparse.csr_matrix, labels: np.ndarray, target: int) -> float:
@@ -500,10 +507,24 @@ def _write(
 ) -> None:
     stories: dict[int, Story] = {}
     slugs: set[str] = set()
-    for g, group in enumerate(groups):
-        if group.merged_into is not None or not group.touched:
-            continue
-        if group.story_id is None:
+    wanted = [
+        group.story_id
+        for group in groups
+        if group.merged_into is None and group.touched and group.story_id is not None
+    ]
+    loaded = {
+        story.id: story
+        for i in range(0, len(wanted), 500)
+        for story in session.scalars(select(Story).where(Story.id.in_(wanted[i : i + 500])))
+    }
+    # New stories wait in the session while slugs are looked up: one flush, not one each.
+    with session.no_autoflush:
+        for g, group in enumerate(groups):
+            if group.merged_into is not None or not group.touched:
+                continue
+            if group.story_id is not None:
+                stories[g] = loaded[group.story_id]
+                continue
             opener = docs[group.members[0]].article
             assert opener is not None and opener.canonical_url is not None
             slug = unique_slug(session, slugify(opener.headline), slugs)
@@ -520,53 +541,61 @@ def _write(
             )
             session.add(story)
             filed.new_stories += 1
-        else:
-            found = session.get(Story, group.story_id)
-            assert found is not None
-            story = found
-        stories[g] = story
+            stories[g] = story
 
-    merged = [
-        (g, group.story_id) for g, group in enumerate(groups) if group.merged_into is not None
-    ]
-    if any(story_id is not None for _, story_id in merged):
-        session.flush()
-    for g, story_id in merged:
-        if story_id is None:
-            continue
-        survivor = stories[_root(groups, g)]
-        gone = session.get(Story, story_id)
-        if gone is not None:
-            session.expunge(gone)
+        for g, story in stories.items():
+            _describe(story, groups[g], docs, vectors, outlets, settings, now)
+    session.flush()
+
+    gone = {
+        group.story_id: stories[_root(groups, g)].id
+        for g, group in enumerate(groups)
+        if group.merged_into is not None and group.story_id is not None
+    }
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Story) and obj.id in gone:
+            session.expunge(obj)
+    for story_id, survivor_id in gone.items():
         session.execute(
-            update(Article).where(Article.story_id == story_id).values(story_id=survivor.id)
+            update(Article).where(Article.story_id == story_id).values(story_id=survivor_id)
         )
         session.execute(delete(Story).where(Story.id == story_id))
-        session.expire(survivor, ["articles"])
+    # By id, not through `Story.articles`: that would load every story's articles.
     for doc in docs:
         if doc.article is not None and doc.group >= 0:
-            doc.article.story = stories[_root(groups, doc.group)]
-            session.add(doc.article)
+            doc.article.story_id = stories[_root(groups, doc.group)].id
             filed.stored.append(doc.article)
+    session.add_all(filed.stored)
     filed.clustered = len(filed.stored) - filed.new_stories
-
-    for g, story in stories.items():
-        group = groups[g]
-        latest = max(docs[i].at for i in group.members)
-        if latest > story.published_at:
-            story.published_at = latest
-        if group.retitle or group.story_id is None:
-            lead = docs[_lead_article(group, docs, vectors, outlets)]
-            if story.title != lead.headline[:TITLE_MAX]:
-                story.title = lead.headline[:TITLE_MAX]
-            overview = (lead.lede or lead.headline)[:OVERVIEW_MAX]
-            if story.overview != overview:
-                story.overview = overview
-        if (
-            settings.auto_publish_outlets
-            and story.status == StoryStatus.CANDIDATE
-            and len(group.outlets) >= settings.auto_publish_outlets
-        ):
-            story.status = StoryStatus.PUBLISHED
-        story.updated_at = now
     session.flush()
+    for story in stories.values():
+        session.expire(story, ["articles"])
+
+
+def _describe(
+    story: Story,
+    group: _Group,
+    docs: list[_Doc],
+    vectors: sparse.csr_matrix,
+    outlets: dict[int, tuple[Bias, Factuality]],
+    settings: ClusterSettings,
+    now: datetime,
+) -> None:
+    """A touched story's time, title and overview (unless staff own them) and status."""
+    latest = max(docs[i].at for i in group.members)
+    if latest > story.published_at:
+        story.published_at = latest
+    if group.retitle or group.story_id is None:
+        lead = docs[_lead_article(group, docs, vectors, outlets)]
+        if story.title != lead.headline[:TITLE_MAX]:
+            story.title = lead.headline[:TITLE_MAX]
+        overview = (lead.lede or lead.headline)[:OVERVIEW_MAX]
+        if story.overview != overview:
+            story.overview = overview
+    if (
+        settings.auto_publish_outlets
+        and story.status == StoryStatus.CANDIDATE
+        and len(group.outlets) >= settings.auto_publish_outlets
+    ):
+        story.status = StoryStatus.PUBLISHED
+    story.updated_at = now

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -324,3 +327,66 @@ class TestDedupe:
         times = {a.url: a.published_at for a in session.scalars(select(Article))}
         assert times[one.url] == datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
         assert times[undated.url] == NOW
+
+
+class TestSettings:
+    def test_window_and_auto_publish_come_from_the_environment(self, tmp_path, monkeypatch):
+        from newsletter.config import Config
+        from newsletter.errors import ConfigError
+        from newsletter.stories.clustering import ClusterSettings
+
+        monkeypatch.setenv("NEWSLETTER_INSTANCE", str(tmp_path))
+        default = Config.from_env({})
+        assert default.STORIES_CLUSTER_WINDOW_HOURS == 48
+        assert default.STORIES_AUTO_PUBLISH_OUTLETS is None
+        cfg = Config.from_env(
+            {"STORIES_CLUSTER_WINDOW_HOURS": "24", "STORIES_AUTO_PUBLISH_OUTLETS": "3"}
+        )
+        settings = ClusterSettings.from_config(
+            {
+                "STORIES_CLUSTER_WINDOW_HOURS": cfg.STORIES_CLUSTER_WINDOW_HOURS,
+                "STORIES_AUTO_PUBLISH_OUTLETS": cfg.STORIES_AUTO_PUBLISH_OUTLETS,
+            }
+        )
+        assert settings.window == timedelta(hours=24) and settings.auto_publish_outlets == 3
+        with pytest.raises(ConfigError, match="STORIES_AUTO_PUBLISH_OUTLETS"):
+            Config.from_env({"STORIES_AUTO_PUBLISH_OUTLETS": "0"})
+
+
+class TestAnyFeedText:
+    @settings(
+        max_examples=12,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        batch=st.lists(
+            st.tuples(
+                st.text(max_size=80),  # headline
+                st.one_of(st.none(), st.text(max_size=300)),  # lede
+                st.text(max_size=60),  # URL path and query, any characters
+                st.one_of(st.none(), st.text(max_size=40)),  # GUID
+                st.one_of(st.none(), st.datetimes(timezones=st.just(UTC))),
+            ),
+            max_size=6,
+        )
+    )
+    def test_whatever_a_feed_says_each_item_is_stored_once_or_skipped(self, app, session, batch):
+        outlet = session.scalar(select(Outlet).where(Outlet.slug == "any-text"))
+        if outlet is None:
+            outlet = Outlet(slug="any-text", name="Any Text")
+            session.add(outlet)
+            session.commit()
+        given_items = [
+            IncomingArticle(outlet.id, f"https://any.example/{path}", headline, lede, at, guid, 1)
+            for headline, lede, path, guid, at in batch
+        ]
+        before = session.scalar(select(func.count()).select_from(Article))
+        report = ingest(app, session, given_items)
+        stored = session.scalar(select(func.count()).select_from(Article)) - before
+        assert report.fetched == len(batch)
+        assert report.new == stored and report.new + report.duplicate <= len(batch)
+        assert report.new == report.clustered + report.new_stories
+        again = ingest(app, session, given_items)
+        assert again.new == 0
+        assert session.scalar(select(func.count()).select_from(Article)) - before == stored
