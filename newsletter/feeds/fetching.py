@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from newsletter import metrics
 from newsletter.db import Database, utcnow
@@ -71,11 +71,18 @@ def due_feed_ids(db: Database, now: datetime) -> list[int]:
         )
 
 
+# Run records older than this are deleted by each run: the staff pages show a week.
+RUNS_KEPT = timedelta(days=30)
+
+
 def fetch_due(
     db: Database, settings: FetchSettings, now: datetime | None = None
 ) -> list[FeedResult]:
     now = now or utcnow()
-    return [fetch_feed(db, feed_id, settings, now) for feed_id in due_feed_ids(db, now)]
+    results = [fetch_feed(db, feed_id, settings, now) for feed_id in due_feed_ids(db, now)]
+    with db.session() as session:
+        session.execute(delete(FeedRun).where(FeedRun.started_at < now - RUNS_KEPT))
+    return results
 
 
 def fetch_feed(

@@ -169,8 +169,9 @@ def _request(
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise FetchError(f"timed out after {limits.timeout:g} seconds")
+    named = f"[{host}]" if ":" in host else host  # an IPv6 literal
     headers = {
-        "Host": host if port in (80, 443) else f"{host}:{port}",
+        "Host": named if port in (80, 443) else f"{named}:{port}",
         "User-Agent": USER_AGENT,
         "Accept": ACCEPT,
         "Accept-Encoding": "gzip, deflate",

@@ -4,6 +4,7 @@ Atom, nh3 (a real HTML sanitizer) for the text."""
 from __future__ import annotations
 
 import html
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,9 @@ import nh3
 from newsletter.stories.ingest import IncomingArticle
 
 LEDE_MAX = 2000
+_BLOCK_TAG = re.compile(
+    r"</?(?:br|p|div|li|ul|ol|h[1-6]|tr|td|th|table|blockquote|hr|section|article)\b", re.I
+)
 # feedparser's complaints that still leave a usable document behind.
 _HARMLESS = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 
@@ -39,9 +43,13 @@ def plain_text(fragment: str | None, limit: int | None = None) -> str:
     content with them), entities decoded once, whitespace collapsed."""
     if not fragment:
         return ""
-    cleaned = nh3.clean(fragment, tags=set(), attributes={}, strip_comments=True)
-    text = " ".join(html.unescape(cleaned).split())
-    text = "".join(ch for ch in text if ch.isprintable() or ch == " ")
+    # A space before each block tag, so "end.</p><p>Next" and "a<br>b" keep their words
+    # apart once nh3 has removed the tags (inline tags like <b> join as they are).
+    spaced = _BLOCK_TAG.sub(r" \g<0>", fragment)
+    cleaned = nh3.clean(spaced, tags=set(), attributes={}, strip_comments=True)
+    # Control and format characters go; whitespace of any kind becomes single spaces.
+    text = "".join(ch for ch in html.unescape(cleaned) if ch.isprintable() or ch.isspace())
+    text = " ".join(text.split())
     if limit is not None and len(text) > limit:
         cut = text[:limit].rsplit(" ", 1)[0] or text[:limit]
         text = cut.rstrip() + "…"

@@ -148,8 +148,14 @@ def read_rows(text: str) -> Iterator[tuple[int, object]]:
                 yield number, "not valid JSON"
         return
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    for row in reader:
-        yield reader.line_num, {k.strip().lower(): v for k, v in row.items() if isinstance(k, str)}
+    try:
+        for row in reader:
+            yield (
+                reader.line_num,
+                {k.strip().lower(): v for k, v in row.items() if isinstance(k, str)},
+            )
+    except csv.Error as exc:  # a broken quote or an oversized field ends the file's rows
+        yield reader.line_num, f"not valid CSV ({exc}); the rest of the file was not read"
 
 
 def outlet_domain(outlet: Outlet) -> str | None:

@@ -22,6 +22,8 @@ def admin_requests(app, ids):  # type: ignore[no-untyped-def]
         "edition_id": ids["edition"],
         "reader_id": ids["reader"],
         "story_id": ids["story"],
+        "feed_id": ids["feed"],
+        "outlet_id": ids["outlet"],
     }
     out = []
     for rule in app.url_map.iter_rules():
@@ -37,11 +39,23 @@ def admin_requests(app, ids):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def ids(app, session):  # type: ignore[no-untyped-def]
+    from newsletter.feeds.models import Feed
     from newsletter.readers.models import Reader
+    from newsletter.stories.models import Outlet
 
     edition = build_edition(app, session, count=2)
     ann = session.query(Reader).filter_by(email_key="ann@example.com").one()
-    return {"edition": edition.id, "reader": ann.id, "story": edition.stories[0].story_id}
+    outlet = session.query(Outlet).order_by(Outlet.id).first()
+    feed = Feed(outlet_id=outlet.id, url="https://feeds.example/rss")
+    session.add(feed)
+    session.commit()
+    return {
+        "edition": edition.id,
+        "reader": ann.id,
+        "story": edition.stories[0].story_id,
+        "feed": feed.id,
+        "outlet": outlet.id,
+    }
 
 
 def test_anyone_but_staff_gets_404_everywhere_under_admin(app, client, smtp, ids):

@@ -250,9 +250,7 @@ def etag_route(body: bytes, etag: str) -> Handler:
             h.send_header("Content-Length", "0")
             h.end_headers()
             return
-        send(
-            h, 200, body, "application/rss+xml", {"ETag": etag, "Last-Modified": last_modified}
-        )
+        send(h, 200, body, "application/rss+xml", {"ETag": etag, "Last-Modified": last_modified})
 
     return route
 

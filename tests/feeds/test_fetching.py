@@ -20,7 +20,6 @@ from tests.feeds.conftest import (
     MALFORMED,
     RSS1,
     RSS2,
-    FeedServer,
     add_feed,
     etag_route,
     gzip_route,
@@ -59,7 +58,9 @@ class TestFeedFormats:
         found = {a.guid: a for a in articles(session)}
         budget = found["gazette-7"]
         assert budget.headline == "Council approves new harbor budget & tax plan"
-        assert budget.lede == "The city council approved the harbor budget on Monday. Taxes rise 2%."
+        assert (
+            budget.lede == "The city council approved the harbor budget on Monday. Taxes rise 2%."
+        )
         assert budget.published_at == datetime(2026, 3, 9, 13, 30, tzinfo=UTC)
         assert budget.canonical_url == "https://gazette.example/news/harbor-budget?id=7"
         assert budget.feed_id == feed_id
@@ -227,9 +228,15 @@ class TestRuns:
         assert outcomes == {**dict.fromkeys(broken, RunOutcome.ERROR), good: RunOutcome.OK}
         assert {a.feed_id for a in articles(session)} == {good}
         assert "/atom" not in feed_server.hits
-        # Not due again until their own next time.
+        settings = FetchSettings.from_config(app.config)
         with app.app_context():
-            assert fetch_due(app.extensions["db"], FetchSettings.from_config(app.config), NOW) == []
+            # Not due again until their own next time.
+            assert fetch_due(app.extensions["db"], settings, NOW) == []
+            # Run records past 30 days are pruned by a later run.
+            fetch_due(app.extensions["db"], settings, NOW + timedelta(days=31))
+        fresh(session)
+        old_runs = select(func.count()).select_from(FeedRun).where(FeedRun.started_at == NOW)
+        assert session.scalar(old_runs) == 0
 
     def test_cli_fetch_reports_and_exits_1_on_error(self, app, runner, session, feed_server):
         good = add_feed(app, feed_server.serve("/rss2", RSS2))
@@ -241,7 +248,9 @@ class TestRuns:
         one = runner.invoke(args=["feeds", "fetch", "--feed", str(good)])
         assert one.exit_code == 0 and "0 new, 2 duplicate" in one.output
         assert runner.invoke(args=["feeds", "fetch", "--feed", "999"]).exit_code == 1
-        assert "No feed with id 999" in runner.invoke(args=["feeds", "fetch", "--feed", "999"]).output
+        assert (
+            "No feed with id 999" in runner.invoke(args=["feeds", "fetch", "--feed", "999"]).output
+        )
 
     def test_fetched_items_become_stories(self, app, session, feed_server):
         five = [
@@ -256,7 +265,9 @@ class TestRuns:
                 f"/{slug}", rss_with([(f"{slug}-1", f"https://{slug}.example/bridge", title)])
             )
             add_feed(app, url, slug=slug)
-        other = rss_with([("x-1", "https://center.example/vote", "School board vote on lunch menus")])
+        other = rss_with(
+            [("x-1", "https://center.example/vote", "School board vote on lunch menus")]
+        )
         add_feed(app, feed_server.serve("/other", other), slug="center")
         runner = app.test_cli_runner()
         result = runner.invoke(args=["feeds", "fetch"])
@@ -281,8 +292,9 @@ class TestPrivateAddresses:
         """Checked for every address a host resolves to, on every redirect hop."""
         from newsletter.feeds.http import FetchError, FetchLimits, check_address
 
-        for address in ("10.0.0.1", "192.168.1.1", "169.254.169.254", "::1", "224.0.0.1",
-                        "::ffff:127.0.0.1", "0.0.0.0", "100.64.0.1", "fe80::1"):  # fmt: skip
+        unspecified = "0.0.0.0"  # noqa: S104 - an address to refuse, not to bind
+        private = ["10.0.0.1", "192.168.1.1", "169.254.169.254", "::1", "224.0.0.1"]
+        for address in [*private, "::ffff:127.0.0.1", unspecified, "100.64.0.1", "fe80::1"]:
             try:
                 check_address(address, allow_private=False)
             except FetchError as exc:
@@ -291,3 +303,36 @@ class TestPrivateAddresses:
                 raise AssertionError(f"{address} was let through")
         check_address("93.184.215.14", allow_private=False)
         assert FetchLimits().allow_private is False
+
+
+class TestTls:
+    def test_https_connects_to_the_checked_address_and_verifies_the_name(
+        self, app, session, feed_server
+    ):
+        """An HTTPS feed is fetched from the resolved address with the certificate checked
+        against the host name: one from an authority nobody trusts is refused."""
+        import ssl
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        import trustme
+
+        authority = trustme.CA()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        authority.issue_cert("localhost").configure_cert(context)
+        handler = feed_server._httpd.RequestHandlerClass
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            feed_server.serve("/rss2", RSS2)
+            feed_id = add_feed(app, f"https://localhost:{httpd.server_address[1]}/rss2")
+            result = run(app, feed_id)
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+        assert result.outcome == RunOutcome.ERROR
+        assert result.error.startswith("the secure connection failed"), result.error
+        assert "certificate" in result.error
+        assert session.scalar(select(func.count()).select_from(Article)) == 0

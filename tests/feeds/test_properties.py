@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newsletter.feeds.parsing import plain_text
-from newsletter.feeds.ratings import BIAS_MAP, FACTUALITY_MAP, Rating, normalize_domain, parse_row
+from newsletter.feeds.ratings import (
+    BIAS_MAP,
+    FACTUALITY_MAP,
+    Rating,
+    normalize_domain,
+    parse_row,
+    read_rows,
+)
 from newsletter.inputs import storable
 
 words = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
@@ -21,7 +28,9 @@ def html_fragments(draw: st.DrawFn) -> str:
     for _ in range(draw(st.integers(0, 6))):
         tag = draw(tags)
         inner = html.escape(draw(words))
-        parts.append(draw(st.sampled_from([f"<{tag}>{inner}</{tag}>", inner, f"<{tag}/>", "&amp;"])))
+        parts.append(
+            draw(st.sampled_from([f"<{tag}>{inner}</{tag}>", inner, f"<{tag}/>", "&amp;"]))
+        )
     return "".join(parts)
 
 
@@ -56,7 +65,9 @@ def test_limit_is_kept(limit: int, text: str) -> None:
     assert len(plain_text(text, limit)) <= limit + 1
 
 
-values = st.one_of(st.none(), st.integers(), st.text(max_size=40), st.lists(st.integers(), max_size=2))
+values = st.one_of(
+    st.none(), st.integers(), st.text(max_size=40), st.lists(st.integers(), max_size=2)
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -86,3 +97,22 @@ def test_known_values_map_whatever_their_case_and_dashes(bias, fact, domain, sho
         assert isinstance(result, Rating)
         assert (result.bias, result.factuality) == (BIAS_MAP[bias], FACTUALITY_MAP[fact])
         assert not result.domain.startswith("www.") and result.domain == result.domain.lower()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.lists(st.text(alphabet='ab,"\n{}:x', max_size=30), max_size=8).map("\n".join),
+        st.just("source,bias\n" + "x" * 200_000),
+    )
+)
+def test_any_file_reads_as_rows_or_reasons(text: str) -> None:
+    for number, row in read_rows(text):
+        assert number >= 1
+        result = row if isinstance(row, str) else parse_row(row)
+        assert isinstance(result, (str, Rating))
+
+
+def test_block_tags_keep_words_apart_and_inline_tags_do_not_split_them() -> None:
+    assert plain_text("end.</p><p>Next<br>line <b>bold</b>, done") == "end. Next line bold, done"

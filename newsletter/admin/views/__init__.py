@@ -10,7 +10,7 @@ from newsletter.extensions import csrf
 
 def init_app(app: Flask) -> None:
     # Imported for the routes they add to the blueprint, in the order the area reads
-    # (and the URL map lists them): dashboard, templates, editions, readers, stories.
+    # (and the URL map lists them): dashboard, templates, editions, readers, stories, feeds.
     # isort: off
     from newsletter.admin.views import dashboard  # noqa: F401
     from newsletter.admin.views import templates  # noqa: F401
@@ -18,6 +18,7 @@ def init_app(app: Flask) -> None:
     from newsletter.admin.views import readers  # noqa: F401
     from newsletter.admin.views import stories  # noqa: F401
     from newsletter.admin.views import deliverability  # noqa: F401
+    from newsletter.admin.views import feeds  # noqa: F401
 
     # isort: on
     from newsletter.admin.views.blueprint import bp, staff_nav
