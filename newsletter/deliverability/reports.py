@@ -19,16 +19,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from flask import current_app
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from newsletter import metrics
-from newsletter.db import table_of, utcnow
+from newsletter.db import table_of, upsert, utcnow
 from newsletter.deliverability.models import ReceivedReport, ReportKind, WebhookToken
 from newsletter.deliverability.policy import Policy, apply_to_reader
 from newsletter.deliverability.rates import protect_edition
@@ -149,15 +146,13 @@ def _resolve(session: Session, report: BounceReport) -> tuple[Reader | None, Del
     return session.scalar(select(Reader).where(Reader.email_key == key)), None
 
 
-_INSERTS: dict[str, Any] = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 _TABLE = table_of(ReceivedReport)
 
 
 def _store(session: Session, values: dict[str, object]) -> int | None:
     """Insert the report; its id, or None when (source, event_id) was stored before."""
-    insert = _INSERTS[session.get_bind().dialect.name]
     statement = (
-        insert(_TABLE)
+        upsert(_TABLE, session)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["source", "event_id"])
         .returning(_TABLE.c.id)
@@ -240,9 +235,8 @@ def claim_token(session: Session, source: str, token: str, now: datetime) -> boo
     replay). Tokens older than `TOKEN_RETENTION` are forgotten on the way: by then their
     timestamp is far outside any tolerance."""
     table = table_of(WebhookToken)
-    insert = _INSERTS[session.get_bind().dialect.name]
     stored = session.execute(
-        insert(table)
+        upsert(table, session)
         .values(source=source, token=token, received_at=now)
         .on_conflict_do_nothing(index_elements=["source", "token"])
         .returning(table.c.token)

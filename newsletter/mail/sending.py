@@ -70,6 +70,7 @@ def send_bytes(
             transport.close()
     metrics.SMTP_REPLIES.labels("2xx").inc()
 
+
 def common_context(app: Flask) -> dict[str, Any]:
     cfg = app.config
     return {
