@@ -161,7 +161,7 @@ def test_a_test_send_carries_the_staff_members_own_counts(app, staff, session, s
     post(staff, f"/admin/editions/{edition.id}/test", {"plan": "free"})
     [message] = smtp.wait_for(STAFF)
     assert (
-        "You have 8 of 10 free stories left this month."
+        "You have 8 of 10 free stories left this month"
         in message.get_body(("plain",)).get_content()
     )
 

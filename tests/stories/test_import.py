@@ -55,6 +55,29 @@ class TestCreateAndUpdate:
         assert (cov.left, cov.center, cov.right) == (1, 1, 1)
         assert count(session, Article) == 6
 
+    def test_the_optional_summary_is_stored_updated_and_cleared(self, session):
+        with_summary = {**story("s-1"), "summary": "  The council  passed the budget. "}
+        import_stories(session, document(with_summary, story("s-2")), now=NOW)
+        session.commit()
+        assert get_story(session, "s-1").summary == "The council  passed the budget."
+        assert get_story(session, "s-2").summary is None
+
+        report = import_stories(session, document(story("s-1")), now=LATER)
+        session.commit()
+        assert report.updated == ["s-1"]  # a summary taken away is a change
+        assert get_story(session, "s-1").summary is None
+
+    def test_a_summary_too_long_or_blank_is_rejected_with_a_reason(self, session):
+        long = {**story("s-1"), "summary": "word " * 500}
+        blank = {**story("s-2"), "summary": "   "}
+        report = import_stories(session, document(long, blank), now=NOW)
+        session.rollback()
+        assert errors_of(report) == [
+            ("stories[0]", 0, "stories[0].summary"),
+            ("stories[1]", 1, "stories[1].summary"),
+        ]
+        assert count(session, Story) == 0
+
     def test_the_same_document_again_changes_nothing(self, session):
         import_stories(session, document(story("s-1")), now=NOW)
         session.commit()
@@ -266,7 +289,7 @@ class TestRejections:
             ),
             (lambda s: s.update(overview="x" * 5001), "stories[0].overview", "at most 5000"),
             (lambda s: s.update(external_id=7), "stories[0].external_id", "must be a string"),
-            (lambda s: s.update(summary="?"), "stories[0].summary", "not a known field"),
+            (lambda s: s.update(blurb="?"), "stories[0].blurb", "not a known field"),
             (lambda s: s.update(articles=[]), "stories[0].articles", "at least 1 item"),
             (lambda s: s.update(published_at="yesterday"), "stories[0].published_at", "ISO 8601"),
             (lambda s: s.update(topics=["ok", 3]), "stories[0].topics[1]", "must be a string"),
