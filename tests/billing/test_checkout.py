@@ -187,7 +187,7 @@ class TestNotConfigured:
         signed_in(client, session, "ann@example.com")
         account = client.get("/account")
         assert account.status_code == 200
-        assert "Paid plans are not available on this site yet." in account.get_data(as_text=True)
+        assert "This site has no paid plan" in account.get_data(as_text=True)
         token = csrf_token(client, "/account")
         for response in (
             client.post("/billing/checkout", data={"csrf_token": token}),
