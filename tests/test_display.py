@@ -93,7 +93,12 @@ class TestPlurals:
         for path in root.rglob("*.html"):
             text = path.read_text()
             assert "(s)" not in text, path
-            assert not pattern.search(text), (path, pattern.search(text))
+            found = [
+                m.group(0)
+                for m in pattern.finditer(text)
+                if not any(w in m.group(0) for w in (".value", "capitalize"))
+            ]
+            assert not found, (path, found)
 
     def test_dashboard_says_1_reader(self, app, client, session) -> None:  # type: ignore[no-untyped-def]
         with app.test_request_context():

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from newsletter.auth.session import session_values
 from newsletter.readers.models import Reader
 from tests.tracking.conftest import send_edition
+from tests.tracking.test_meter import confirm, open_story, slug_of
 
 _HREF = re.compile(r'href="([^"]+)"')
 BASE = "http://localhost"
@@ -21,7 +22,7 @@ BASE = "http://localhost"
 
 @pytest.fixture
 def app_settings() -> dict[str, Any]:
-    return {"FREE_STORIES_PER_MONTH": 0}
+    return {"FREE_STORIES_PER_MONTH": 1}
 
 
 def _walk(client: FlaskClient, start: list[str], depth: int = 2) -> dict[str, int]:
@@ -59,17 +60,20 @@ def test_from_the_email_to_the_paywall_and_beyond_nothing_fails_or_promises_a_tr
     html = message.get_body(("html",)).get_content()
     email_links = [h.replace("&amp;", "&") for h in _HREF.findall(html) if h.startswith(BASE)]
 
-    # The story's tracked link sets the reading cookie and lands on the paywall.
-    page = client.get(links[0], follow_redirects=True)
+    # One free story read, then the next tracked link lands on the paywall.
+    first = open_story(client, links[0])
+    assert confirm(client, first, slug_of(first)).json["charged"] is True
+    page = open_story(client, links[1])
     body = page.get_data(as_text=True)
     assert page.status_code == 200
-    assert "You&#39;ve read your 0 free stories this month" in body
+    assert "You've read your 1 free story this month" in body
+    assert "Every reader gets 1 full story a month." in body
     assert f'<strong id="resets-on">{_next_first_of_month()}</strong>' in body
     assert "trial" not in body.lower()
     assert "/billing/" not in body  # no button to a plan that does not exist
     assert 'href="/signin?next=' in body
 
-    visited = _walk(client, email_links + [links[0].removeprefix(BASE)])
+    visited = _walk(client, email_links + [page.request.path])
     assert any(p.startswith("/signin") for p in visited)
     assert any(p.startswith("/stories/") for p in visited)
 
@@ -83,9 +87,13 @@ def test_signed_in_reader_at_the_paywall_sees_the_truth_in_their_own_zone(
     session.commit()
     with client.session_transaction() as cookie:
         cookie.update(session_values(reader))
-    slug = client.get("/").get_data(as_text=True)
-    [path] = re.findall(r'href="(/stories/[^"]+)"', slug)[:1]
+    landing = client.get("/").get_data(as_text=True)
+    paths = list(dict.fromkeys(re.findall(r'href="(/stories/[^"]+)"', landing)))
+    first = client.get(paths[0])
+    assert confirm(client, first, paths[0].rsplit("/", 1)[1]).json["charged"] is True
+    path = paths[1]
     body = client.get(path).get_data(as_text=True)
+    assert "You've read your 1 free story this month" in body
     assert "(your time, Pacific/Kiritimati)" in body
     local = datetime.now(UTC).astimezone(__import__("zoneinfo").ZoneInfo("Pacific/Kiritimati"))
     first = datetime(local.year + local.month // 12, local.month % 12 + 1, 1)
