@@ -8,6 +8,7 @@ from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 from flask import Flask, jsonify, render_template, request
@@ -30,23 +31,34 @@ from newsletter.web import refuse_unstorable
 
 log = logging.getLogger(__name__)
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
-    "object-src 'none'"
-)
+# Stripe's hosted Checkout and portal: the billing forms' POST answers with a redirect
+# there, and Chromium holds a form's redirects to form-action too.
+STRIPE_PAGES = "https://checkout.stripe.com https://billing.stripe.com"
+
+
+def content_security_policy(form_origins: str = STRIPE_PAGES) -> str:
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"frame-src 'self'; frame-ancestors 'none'; form-action 'self' {form_origins}; "
+        "base-uri 'none'; object-src 'none'"
+    )
+
+
+CONTENT_SECURITY_POLICY = content_security_policy()
 _ALWAYS = (
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "strict-origin-when-cross-origin"),
 )
 
 
-def security_headers(present: set[str], csp: str | None, *, hsts: bool) -> list[tuple[str, str]]:
+def security_headers(
+    present: set[str], csp: str | None, *, hsts: bool, default_csp: str = CONTENT_SECURITY_POLICY
+) -> list[tuple[str, str]]:
     """The security headers a response lacks, given the (lower-case) names it has and its
     own Content-Security-Policy if it set one: a view's own header always wins."""
     missing = []
     if csp is None:
-        csp = CONTENT_SECURITY_POLICY
+        csp = default_csp
         missing.append(("Content-Security-Policy", csp))
     missing += [(name, value) for name, value in _ALWAYS if name.lower() not in present]
     if "x-frame-options" not in present:
@@ -173,6 +185,11 @@ def _register_core(app: Flask) -> None:
         return jsonify(status="ok")
 
     hsts = app.config["SESSION_COOKIE_SECURE"]
+    default_csp = CONTENT_SECURITY_POLICY
+    if app.config.get("STRIPE_DEV_STANDIN") and app.config.get("STRIPE_API_BASE"):
+        # The local stand-in's pages take the place of Stripe's (development only).
+        standin = urlsplit(app.config["STRIPE_API_BASE"])
+        default_csp = content_security_policy(f"{STRIPE_PAGES} {standin.scheme}://{standin.netloc}")
 
     @app.after_request
     def add_security_headers(response):  # type: ignore[no-untyped-def]
@@ -183,7 +200,7 @@ def _register_core(app: Flask) -> None:
         csp = (
             headers.get("Content-Security-Policy") if "content-security-policy" in present else None
         )
-        for name, value in security_headers(present, csp, hsts=hsts):
+        for name, value in security_headers(present, csp, hsts=hsts, default_csp=default_csp):
             headers.add(name, value)
         return response
 
