@@ -223,17 +223,27 @@ class StandIn:
             obj["data"] = [self.overlay(item) for item in obj.get("data", [])]
             return obj
         trial = self.trials.get(str(obj.get("id")))
-        if obj.get("object") == "subscription" and trial and obj.get("status") == "active":
-            if trial[1] > time.time():
-                obj.update(status="trialing", trial_start=trial[0], trial_end=trial[1])
-                obj["current_period_end"] = max(int(obj.get("current_period_end") or 0), trial[1])
+        running = trial is not None and trial[1] > time.time()
+        if obj.get("object") == "subscription" and running and obj.get("status") == "active":
+            assert trial is not None
+            obj.update(status="trialing", trial_start=trial[0], trial_end=trial[1])
+            obj["current_period_end"] = max(int(obj.get("current_period_end") or 0), trial[1])
         return obj
 
     def end_trial(self, sub_id: str) -> None:
         self.trials.pop(sub_id, None)
-        self.send_webhook(
-            "customer.subscription.updated", self.call("GET", f"/v1/subscriptions/{sub_id}")
-        )
+        self.notify_updated(sub_id)
+
+    def cancel_at_period_end(self, sub_id: str) -> None:
+        # As Stripe's portal does by default: the plan runs to the end of what was paid.
+        self.call("POST", f"/v1/subscriptions/{sub_id}", {"cancel_at_period_end": "true"})
+        self.notify_updated(sub_id)
+
+    def notify_updated(self, sub_id: str) -> None:
+        """Stripe's `customer.subscription.updated`, sent by this server: the trial is its
+        own, and localstripe's events for a changed subscription are not to be relied on."""
+        sub = self.overlay(self.call("GET", f"/v1/subscriptions/{sub_id}"))
+        self.send_webhook("customer.subscription.updated", sub)
 
     def expire(self, cs_id: str) -> Json:
         with self.lock:
@@ -386,8 +396,7 @@ def create_standin(standin: StandIn) -> Flask:
     @app.post("/portal/<portal_id>/cancel")
     def portal_cancel(portal_id: str) -> Response:
         sub_id = _own_subscription(_portal(portal_id))
-        # As Stripe's portal does by default: the plan runs to the end of what was paid.
-        standin.call("POST", f"/v1/subscriptions/{sub_id}", {"cancel_at_period_end": "true"})
+        standin.cancel_at_period_end(sub_id)
         return redirect(f"/portal/{portal_id}", 303)  # type: ignore[return-value]
 
     return app
