@@ -152,7 +152,7 @@ class TestPausedEdition:
         resumed = runner.invoke(args=["edition", "send", "--now"])
 
         assert resumed.exit_code == 0, resumed.output
-        assert "1 readers added to the send" in resumed.stdout
+        assert "1 reader added to the send" in resumed.stdout
         assert counts_in(resumed.stdout)["sent"] == 4
 
     def test_a_pause_during_send_now_reports_what_went_and_what_waits(self, app, runner, slow_smtp):
