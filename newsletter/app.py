@@ -8,6 +8,7 @@ from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 from flask import Flask, Response, abort, jsonify, render_template, request
@@ -24,7 +25,12 @@ from newsletter.db import Database, close_session, db_session
 from newsletter.deliverability import dkim
 from newsletter.errors import UNEXPECTED_ERROR, NewsletterError, RateLimited
 from newsletter.extensions import csrf
-from newsletter.headers import CONTENT_SECURITY_POLICY, security_headers
+from newsletter.headers import (
+    CONTENT_SECURITY_POLICY,
+    STRIPE_PAGES,
+    content_security_policy,
+    security_headers,
+)
 from newsletter.inputs import IdConverter
 from newsletter.lean import LeanRoutes
 from newsletter.mail import sending
@@ -179,6 +185,11 @@ def _register_core(app: Flask) -> None:
         return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
     hsts = app.config["SESSION_COOKIE_SECURE"]
+    default_csp = CONTENT_SECURITY_POLICY
+    if app.config.get("STRIPE_DEV_STANDIN") and app.config.get("STRIPE_API_BASE"):
+        # The local stand-in's pages take the place of Stripe's (development only).
+        standin = urlsplit(app.config["STRIPE_API_BASE"])
+        default_csp = content_security_policy(f"{STRIPE_PAGES} {standin.scheme}://{standin.netloc}")
 
     @app.after_request
     def add_security_headers(response):  # type: ignore[no-untyped-def]
@@ -189,7 +200,7 @@ def _register_core(app: Flask) -> None:
         csp = (
             headers.get("Content-Security-Policy") if "content-security-policy" in present else None
         )
-        for name, value in security_headers(present, csp, hsts=hsts):
+        for name, value in security_headers(present, csp, hsts=hsts, default_csp=default_csp):
             headers.add(name, value)
         return response
 

@@ -58,6 +58,21 @@ class TestConfig:
         with pytest.raises(ConfigError, match="debug"):
             Config.from_env(env)
 
+    def test_production_refuses_the_local_stripe_standin(self, tmp_path):
+        env = {
+            "NEWSLETTER_ENV": "production",
+            "SECRET_KEY": GOOD_SECRET,
+            "MAIL_URL": "smtp://relay",
+            "POSTAL_ADDRESS": "1 Main St, Springfield",
+            "STRIPE_DEV_STANDIN": "1",
+        }
+        with pytest.raises(ConfigError, match="STRIPE_DEV_STANDIN is for development only"):
+            Config.from_env(env)
+        # In development it is what `make run` uses.
+        assert Config.from_env(
+            {"STRIPE_DEV_STANDIN": "1", "SECRET_KEY": GOOD_SECRET}
+        ).STRIPE_DEV_STANDIN
+
     def test_production_with_a_secret_and_an_address_starts(self):
         env = {
             "NEWSLETTER_ENV": "production",

@@ -72,6 +72,7 @@ class StandIn:
     webhook_secret: str
     checkouts: dict[str, Json] = field(default_factory=dict)
     portals: dict[str, Json] = field(default_factory=dict)
+    trials: dict[str, tuple[int, int]] = field(default_factory=dict)  # sub id -> (start, end)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- localstripe -------------------------------------------------------------------
@@ -185,7 +186,12 @@ class StandIn:
                 "/v1/payment_methods",
                 {
                     "type": "card",
-                    "card": {"number": TEST_CARD, "exp_month": "12", "exp_year": "2034"},
+                    "card": {
+                        "number": TEST_CARD,
+                        "exp_month": "12",
+                        "exp_year": "2034",
+                        "cvc": "123",
+                    },
                 },
             )
             self.call("POST", f"/v1/payment_methods/{card['id']}/attach", {"customer": customer})
@@ -198,16 +204,46 @@ class StandIn:
             sub_params: Json = {
                 "customer": customer,
                 "items": [{"plan": params["line_items"][0]["price"]}],
-                "default_payment_method": card["id"],
                 "metadata": data.get("metadata") or {},
             }
-            if data.get("trial_period_days"):
-                sub_params["trial_period_days"] = data["trial_period_days"]
             sub = self.call("POST", "/v1/subscriptions", sub_params)
+            if data.get("trial_period_days"):
+                # localstripe has no trial status: the subscription is made paid, and this
+                # server shows it as trialing until the trial ends (see `overlay`).
+                days = int(data["trial_period_days"])
+                self.trials[sub["id"]] = (int(time.time()), int(time.time()) + days * 86400)
             checkout.update(status="complete", payment_status="paid", subscription=sub["id"])
             done = {k: v for k, v in checkout.items() if not k.startswith("_")}
         self.send_webhook("checkout.session.completed", done)
         return done
+
+    def overlay(self, obj: Json) -> Json:
+        """A subscription (or a list of them) as Stripe would show it during its trial."""
+        if obj.get("object") == "list":
+            obj["data"] = [self.overlay(item) for item in obj.get("data", [])]
+            return obj
+        trial = self.trials.get(str(obj.get("id")))
+        running = trial is not None and trial[1] > time.time()
+        if obj.get("object") == "subscription" and running and obj.get("status") == "active":
+            assert trial is not None
+            obj.update(status="trialing", trial_start=trial[0], trial_end=trial[1])
+            obj["current_period_end"] = max(int(obj.get("current_period_end") or 0), trial[1])
+        return obj
+
+    def end_trial(self, sub_id: str) -> None:
+        self.trials.pop(sub_id, None)
+        self.notify_updated(sub_id)
+
+    def cancel_at_period_end(self, sub_id: str) -> None:
+        # As Stripe's portal does by default: the plan runs to the end of what was paid.
+        self.call("POST", f"/v1/subscriptions/{sub_id}", {"cancel_at_period_end": "true"})
+        self.notify_updated(sub_id)
+
+    def notify_updated(self, sub_id: str) -> None:
+        """Stripe's `customer.subscription.updated`, sent by this server: the trial is its
+        own, and localstripe's events for a changed subscription are not to be relied on."""
+        sub = self.overlay(self.call("GET", f"/v1/subscriptions/{sub_id}"))
+        self.send_webhook("customer.subscription.updated", sub)
 
     def expire(self, cs_id: str) -> Json:
         with self.lock:
@@ -235,7 +271,8 @@ class StandIn:
 
     def subscriptions_of(self, customer: str) -> list[Json]:
         found = self.call("GET", f"/v1/subscriptions?{urlencode({'customer': customer})}")
-        return [s for s in found.get("data", []) if s.get("status") != "canceled"]
+        subs = self.overlay(found).get("data", [])
+        return [s for s in subs if s.get("status") != "canceled"]
 
 
 def _form(params: Json, prefix: str = "") -> str:
@@ -299,7 +336,10 @@ def create_standin(standin: StandIn) -> Flask:
         req = urllib.request.Request(url, data=body, method=request.method, headers=headers)  # noqa: S310
         try:
             with urllib.request.urlopen(req, timeout=60) as upstream:  # noqa: S310
-                return Response(upstream.read(), upstream.status, mimetype="application/json")
+                body = upstream.read()
+                if rest.startswith("subscriptions"):
+                    body = json.dumps(standin.overlay(json.loads(body))).encode()
+                return Response(body, upstream.status, mimetype="application/json")
         except urllib.error.HTTPError as exc:
             return Response(exc.read(), exc.code, mimetype="application/json")
 
@@ -350,14 +390,13 @@ def create_standin(standin: StandIn) -> Flask:
     @app.post("/portal/<portal_id>/end-trial")
     def portal_end_trial(portal_id: str) -> Response:
         sub_id = _own_subscription(_portal(portal_id))
-        standin.call("POST", f"/v1/subscriptions/{sub_id}", {"trial_end": "now"})
+        standin.end_trial(sub_id)
         return redirect(f"/portal/{portal_id}", 303)  # type: ignore[return-value]
 
     @app.post("/portal/<portal_id>/cancel")
     def portal_cancel(portal_id: str) -> Response:
         sub_id = _own_subscription(_portal(portal_id))
-        # As Stripe's portal does by default: the plan runs to the end of what was paid.
-        standin.call("POST", f"/v1/subscriptions/{sub_id}", {"cancel_at_period_end": "true"})
+        standin.cancel_at_period_end(sub_id)
         return redirect(f"/portal/{portal_id}", 303)  # type: ignore[return-value]
 
     return app

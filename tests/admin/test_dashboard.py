@@ -160,4 +160,4 @@ def test_the_numbers_match_the_rows(app, staff, session):
     funnel = section(page, "chart-funnel")
     assert re.findall(r'class="s-funnel"[^>]*data-value="(\d+)"', funnel) == ["5", "1", "1"]
     assert "20.0% of the step before" in funnel and "100.0% of the step before" in funnel
-    assert '<span id="funnel-readers">2</span>' in funnel
+    assert '<span id="funnel-readers">2 readers</span>' in funnel

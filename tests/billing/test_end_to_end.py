@@ -70,7 +70,7 @@ def test_paywall_trial_everything_cancel_meter(app, client, session, smtp, fake_
     for link in links:
         page = open_story(client, link)
         html = page.get_data(as_text=True)
-        assert "Articles (" in html, link
+        assert '<h2 id="articles-h">Articles</h2>' in html, link
         assert "free stories left" not in html and "Subscribe to unlock" not in html
     me = client.get("/api/me").json
     assert me["plan"] == "trial" and me["trial_ends_at"]

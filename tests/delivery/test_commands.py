@@ -40,8 +40,8 @@ class TestAssemble:
         numbered = re.findall(r"^\s+(\d+)\. (.+)$", out, re.M)
         assert numbered == [(str(i + 1), title) for i, title in enumerate(titles)]
         # Story s0 is covered by two left outlets and one center: the right's blindspot.
-        assert re.search(r"3 sources · Left 67% · Center 33% · Right 0% · blindspot: right", out)
-        assert len(re.findall(r"3 sources · Left 34% · Center 33% · Right 33%$", out, re.M)) == 2
+        assert re.search(r"3 outlets · Left 67% · Center 33% · Right 0% · blindspot: right", out)
+        assert len(re.findall(r"3 outlets · Left 34% · Center 33% · Right 33%$", out, re.M)) == 2
         assert f"Reading time: {reading[0]} min {reading[1]:02d} s" in out
 
     def test_an_edition_being_sent_is_left_as_it_was(self, app, runner):
@@ -152,7 +152,7 @@ class TestPausedEdition:
         resumed = runner.invoke(args=["edition", "send", "--now"])
 
         assert resumed.exit_code == 0, resumed.output
-        assert "1 readers added to the send" in resumed.stdout
+        assert "1 reader added to the send" in resumed.stdout
         assert counts_in(resumed.stdout)["sent"] == 4
 
     def test_a_pause_during_send_now_reports_what_went_and_what_waits(self, app, runner, slow_smtp):

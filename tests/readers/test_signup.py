@@ -210,4 +210,4 @@ class TestLandingPage:
         page = client.get("/").get_data(as_text=True)
         assert "Latest stories" in page
         assert page.count('href="/stories/') == 6
-        assert "sources · Left" in page
+        assert "outlets · Left" in page
