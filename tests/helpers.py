@@ -21,6 +21,7 @@ def subscribe(client: FlaskClient, smtp: SmtpServer, email: str, timezone: str =
     message = smtp.wait_for(email, count=before + 1)[-1]
     response = client.get(path_of(links_in(message, "/confirm/")[0]))
     assert response.status_code == 200
+    smtp.wait_for(email, count=before + 2)  # the welcome email, sent on confirming
 
 
 def request_signin_link(client: FlaskClient, smtp: SmtpServer, email: str) -> str:

@@ -139,11 +139,11 @@ def test_the_numbers_match_the_rows(app, staff, session):
     assert len(free) == 30
     # Today: staff and bob free, ann paid; carl unsubscribed, dora suppressed.
     assert (free[-1], trial[-1], paid[-1]) == (2, 0, 1)
-    # End of yesterday: ann on trial, bob free (staff joined today; carl had left;
-    # dora was suppressed a day ago).
-    assert (free[-2], trial[-2], paid[-2]) == (1, 1, 0)
-    # 15 days ago: carl and dora only.
-    assert (free[-16], trial[-16], paid[-16]) == (2, 0, 0)
+    # End of yesterday: ann on trial, staff (confirmed a month ago) and bob free (carl had
+    # left; dora was suppressed a day ago).
+    assert (free[-2], trial[-2], paid[-2]) == (2, 1, 0)
+    # 15 days ago: staff, carl and dora.
+    assert (free[-16], trial[-16], paid[-16]) == (3, 0, 0)
     assert 'data-plan="paid">1<' in plans
 
     sent = section(page, "chart-sent")
