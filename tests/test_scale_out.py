@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,8 @@ def seed(engine: Engine) -> list[str]:
                 email=a,
                 email_key=a,
                 status=ReaderStatus.CONFIRMED,
-                confirmed_at=NOW,
+                # Confirmed before today's delivery time, so today's edition is owed.
+                confirmed_at=NOW - timedelta(days=2),
                 delivery_hour=0,  # due as soon as a worker looks, whatever the hour
             )
             for a in addresses

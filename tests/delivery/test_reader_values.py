@@ -68,10 +68,10 @@ class TestFreeStoriesLeft:
         assert result.exit_code == 0, result.output
         assert counts_in(result.stdout)["sent"] == 2
         got = texts(smtp)
-        assert "You have 7 of 10 free stories left this month." in got[reader.email]
-        assert "You have 10 of 10 free stories left this month." in got[fresh.email]
+        assert "You have 7 of 10 free stories left this month" in got[reader.email]
+        assert "You have 10 of 10 free stories left this month" in got[fresh.email]
         html = inbox(smtp)[reader.email][0].get_body(("html",)).get_content()
-        assert "You have 7 of 10 free stories left this month." in html
+        assert "You have 7 of 10 free stories left this month" in html
 
 
 class TestTrialDaysLeft:

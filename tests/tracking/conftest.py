@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from newsletter.billing.entitlement import Plan
 from newsletter.editions.assembly import assemble
-from newsletter.editions.models import Edition
+from newsletter.editions.models import Edition, EditionStatus
 from newsletter.editions.personalize import EditionMessages, Recipient
 from newsletter.mail.message import now_header
 from newsletter.mail.transports import SmtpTransport
@@ -93,6 +93,8 @@ def send_edition(app, session, smtp) -> Sent:  # type: ignore[no-untyped-def]
         )
         transport.send_bytes("daily@bothsides.test", reader.email, data)
     transport.close()
+    edition.status = EditionStatus.SENT  # as the send loop leaves it (its web version is public)
+    session.commit()
     links = {}
     for reader in readers:
         [message] = smtp.wait_for(reader.email)
