@@ -115,3 +115,31 @@ class TestImportCycles:
         graph = import_graph(tmp_path, "pkg")
         assert graph["pkg.b"] == {"pkg.a"}
         assert cycles(graph) == []
+
+
+def test_the_web_app_does_not_load_the_clustering_libraries(tmp_path):
+    """numpy, scikit-learn and datasketch (~80 MB, over a second to import) are for the
+    worker's clustering; every web process would otherwise carry them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import sys\n"
+        "from newsletter.app import create_app\n"
+        f"create_app({{'DATABASE_URL': 'sqlite:///{tmp_path}/x.db', 'SECRET_KEY': 's' * 40,"
+        f" 'OUTBOX_DIR': {str(tmp_path)!r}}})\n"
+        "print(sorted(m for m in ('numpy', 'sklearn', 'datasketch') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

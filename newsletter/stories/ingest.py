@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from flask import current_app, has_app_context
 from sqlalchemy import select, tuple_
@@ -19,9 +20,11 @@ from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
 from newsletter.inputs import storable
-from newsletter.stories.clustering import ClusterSettings, file_articles, fingerprints
 from newsletter.stories.models import GUID_MAX, HEADLINE_MAX, URL_MAX, Article
 from newsletter.stories.urls import BadArticleUrl, canonical_url
+
+if TYPE_CHECKING:  # clustering loads numpy, scikit-learn and datasketch: only when used
+    from newsletter.stories.clustering import ClusterSettings
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ def ingest_articles(
     An item whose URL is not http(s), or whose headline is empty or cannot be stored, is
     skipped (counted as fetched only) and logged.
     """
+    from newsletter.stories.clustering import ClusterSettings, file_articles
+
     now = as_utc(now) if now is not None else utcnow()
     if settings is None:
         settings = (
@@ -88,6 +93,8 @@ def _new_articles(
 ) -> list[Article]:
     """Articles for the items not seen before (neither in the database nor earlier in
     `items`), not yet added to the session."""
+    from newsletter.stories.clustering import fingerprints
+
     candidates: list[tuple[str, IncomingArticle]] = []
     for item in items:
         try:

@@ -20,7 +20,6 @@ from newsletter.db import utcnow
 from newsletter.editions.models import EditionStory
 from newsletter.errors import InvalidInput
 from newsletter.inputs import storable
-from newsletter.stories.clustering import EXTERNAL_ID_PREFIX, new_external_id
 from newsletter.stories.coverage import Coverage, coverage
 from newsletter.stories.importing import slugify, unique_slug
 from newsletter.stories.models import (
@@ -145,6 +144,8 @@ def split(
             raise InvalidInput("Choose another story to move the articles to.")
         target = get_story(session, into)
     else:
+        from newsletter.stories.clustering import new_external_id
+
         lead = chosen[0]
         target = Story(
             external_id=new_external_id(
@@ -228,6 +229,8 @@ def set_status(
 
 def is_clustered(story: Story) -> bool:
     """Whether clustering opened the story (else it was imported)."""
+    from newsletter.stories.clustering import EXTERNAL_ID_PREFIX
+
     return story.external_id.startswith(EXTERNAL_ID_PREFIX)
 
 
