@@ -9,7 +9,12 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
-from newsletter.db.dialect import SQLITE, SQLITE_BUSY_TIMEOUT_SECONDS, SQLITE_PRAGMAS
+from newsletter.db.dialect import (
+    POSTGRESQL_SETTINGS,
+    SQLITE,
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SQLITE_PRAGMAS,
+)
 
 # Execution option naming how a SQLite connection begins its transactions: absent is
 # SQLite's deferred BEGIN (the write lock at the first write), "immediate" takes the write
@@ -45,7 +50,13 @@ def make_engine(url: str, **options: Any) -> Engine:
                 conn.exec_driver_sql(begin)
 
         return engine
-    engine = create_engine(url, pool_size=10, max_overflow=20, **options)
+    # libpq's `options` sets server settings at connect time (no extra round trip); any
+    # given in the URL's own `options` come after ours, so an operator's choice wins.
+    settings = " ".join(f"-c {name}={value}" for name, value in POSTGRESQL_SETTINGS.items())
+    given = parsed.query.get("options")
+    connect_args = {"options": f"{settings} {given}" if isinstance(given, str) else settings}
+    connect_args.update(options.pop("connect_args", {}))
+    engine = create_engine(url, pool_size=10, max_overflow=20, connect_args=connect_args, **options)
     _ping_when_idle(engine)
     return engine
 

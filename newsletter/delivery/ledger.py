@@ -96,17 +96,32 @@ def _enqueue_chunks(
     newest = session.scalar(select(func.max(Reader.id))) or 0
     # A new edition (the usual --now case) has no rows to look for.
     had_rows = session.scalar(select(Delivery.id).where(Delivery.edition_id == edition.id).limit(1))
+    # Each reader's latest row of another edition within a local day's reach, looked up
+    # per reader through the reader_id index. As one IN list over the chunk, PostgreSQL
+    # scanned the table, this edition's growing rows included: quadratic in the list.
+    other = Delivery.__table__.alias("other")
+    latest_other = (
+        select(func.max(other.c.queued_at))
+        .where(
+            other.c.reader_id == Reader.id,
+            other.c.edition_id != edition.id,
+            other.c.queued_at > now - LOCAL_DAY_REACH,
+        )
+        .scalar_subquery()
+    )
     queued = 0
     for low in range(0, newest, CHUNK):
         found = session.execute(
-            select(Reader.id, Reader.timezone, Reader.delivery_hour, Reader.confirmed_at).where(
+            select(
+                Reader.id, Reader.timezone, Reader.delivery_hour, Reader.confirmed_at, latest_other
+            ).where(
                 Reader.id > low,
                 Reader.id <= low + CHUNK,
                 Reader.status == ReaderStatus.CONFIRMED,
                 audience,
             )
         ).all()
-        ids = _owed(session, edition, found, now, scheduled=scheduled)
+        ids = _owed(edition, found, now, scheduled=scheduled)
         if ids and had_rows is not None:
             done = set(
                 session.scalars(
@@ -131,28 +146,13 @@ def _enqueue_chunks(
     return queued
 
 
-def _owed(
-    session: Session, edition: Edition, found: Sequence[Any], now: datetime, *, scheduled: bool
-) -> list[int]:
-    """The ids among `found` (id, timezone, delivery_hour, confirmed_at rows) that may be
-    queued `edition` now (see `_enqueue_chunks`)."""
+def _owed(edition: Edition, found: Sequence[Any], now: datetime, *, scheduled: bool) -> list[int]:
+    """The ids among `found` (id, timezone, delivery_hour, confirmed_at, latest row of
+    another edition) that may be queued `edition` now (see `_enqueue_chunks`). The latest
+    other row decides: if it is not on today's local date, no earlier one is."""
     if scheduled:
         found = [r for r in found if due_on(r[1], r[2], r[3], edition.date)]
-    if not found:
-        return []
-    zones = {r[0]: r[1] for r in found}
-    today = set(
-        reader_id
-        for reader_id, queued_at in session.execute(
-            select(Delivery.reader_id, Delivery.queued_at).where(
-                Delivery.reader_id.in_(list(zones)),
-                Delivery.edition_id != edition.id,
-                Delivery.queued_at > now - LOCAL_DAY_REACH,
-            )
-        )
-        if same_local_day(zones[reader_id], queued_at, now)
-    )
-    return [r[0] for r in found if r[0] not in today]
+    return [r[0] for r in found if r[4] is None or not same_local_day(r[1], r[4], now)]
 
 
 def _insert_rows(

@@ -415,12 +415,14 @@ def _write_batch(
             report.invited += 1
     if not new_readers:
         return
-    session.execute(insert(readers_table), new_readers)
-    if consents:
-        ids = session.execute(
-            select(Reader.email_key, Reader.id).where(Reader.email_key.in_(list(consents)))
-        )
-        rows = [{**consents[key], "reader_id": reader_id} for key, reader_id in ids]
+    # RETURNING hands back each new id in one round trip; looking the ids up afterwards
+    # by address made PostgreSQL scan a table whose statistics still said it was empty.
+    ids = session.execute(
+        insert(readers_table).returning(readers_table.c.email_key, readers_table.c.id),
+        new_readers,
+    )
+    rows = [{**consents[key], "reader_id": rid} for key, rid in ids if key in consents]
+    if rows:
         session.execute(insert(consents_table), rows)
 
 
