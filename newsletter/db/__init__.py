@@ -31,6 +31,7 @@ from newsletter.db.dialect import (
     dialect_name,
     is_conflict,
     is_postgres,
+    plan_each_run,
     upsert,
     upserts,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "get_db",
     "is_conflict",
     "is_postgres",
+    "plan_each_run",
     "make_engine",
     "retry_conflicts",
     "rowcount",

@@ -76,16 +76,25 @@ SQLITE_PRAGMAS = (
     f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}",
 )
 
-# PostgreSQL per connection, both for plans made from stale size estimates (a table that
-# grows inside one transaction, as an import's or an enqueue's does):
-# - plan_cache_mode: psycopg prepares a statement after its fifth run, and the server may
-#   then keep one generic plan made for the table as it was. An import's batch lookup,
-#   prepared while the table was nearly empty, went on scanning all 100,000 rows (1.8 s a
-#   batch instead of 15 ms). A custom plan is made for each run's values and the table's
-#   current size; planning costs well under a millisecond.
-# - jit: compiling a query costs 50-150 ms, and overestimated costs triggered it on the
-#   enqueue's 4 ms chunk lookups. Every query here is short; none gains from JIT.
-POSTGRESQL_SETTINGS = {"plan_cache_mode": "force_custom_plan", "jit": "off"}
+# PostgreSQL per connection. Compiling a query costs 50-150 ms, and overestimated costs
+# set JIT off on the enqueue's 4 ms chunk lookups; every query here is short.
+POSTGRESQL_SETTINGS = {"jit": "off"}
+
+
+def plan_each_run(session: Session) -> None:
+    """For a transaction that grows a table it keeps reading (an import, an enqueue):
+    plan every statement for its own values and the table's current size, until the
+    transaction ends.
+
+    psycopg prepares a statement after its fifth run, and PostgreSQL may then keep one
+    generic plan made for the table as it was: an import's batch lookup, prepared while
+    `readers` was nearly empty, went on scanning all 100,000 rows (1.8 s a batch instead
+    of 15 ms). Not for every connection: re-planning the send loop's short statements
+    cost it 12% of its rate.
+    """
+    if is_postgres(session):
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
 
 # PostgreSQL SQLSTATEs that mean "run the transaction again": serialization_failure and
 # deadlock_detected.

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from newsletter.billing.entitlement import Plan, plans_of
-from newsletter.db import UTCDateTime, rowcount, upsert, utcnow
+from newsletter.db import UTCDateTime, plan_each_run, rowcount, upsert, utcnow
 from newsletter.delivery.models import Delivery, DeliveryState
 from newsletter.delivery.schedule import due_on, local_slots, same_local_day
 from newsletter.editions.assembly import NoStories, assemble
@@ -92,6 +92,7 @@ def _enqueue_chunks(
     are invisible to the planner's statistics, and PostgreSQL then picks a nested loop
     that rescans the edition's rows once per reader.
     """
+    plan_each_run(session)  # `deliveries` grows under the chunk reads
     insert = upsert(deliveries, session)
     newest = session.scalar(select(func.max(Reader.id))) or 0
     # A new edition (the usual --now case) has no rows to look for.

@@ -33,7 +33,7 @@ from flask import current_app
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from newsletter.db import table_of, utcnow
+from newsletter.db import plan_each_run, table_of, utcnow
 from newsletter.errors import InvalidInput
 from newsletter.readers.erasure import address_hashes
 from newsletter.readers.models import (
@@ -322,6 +322,7 @@ def import_readers(
             f"This is not a {platform.value} export: it has no {', '.join(sorted(missing))} column."
         )
     report = ImportReport(platform, safe_filename(filename))
+    plan_each_run(session)  # `readers` grows under the batch lookups
     seen: dict[str, int] = {}
     batch: list[_Candidate] = []
     for line, row in rows:

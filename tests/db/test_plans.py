@@ -1,4 +1,5 @@
-"""A statement run again and again is planned for the table as it is now.
+"""In a transaction that grows a table (an import, an enqueue), a statement run again
+and again is planned for the table as it is now (`db.plan_each_run`).
 
 psycopg prepares a statement after a few runs, and PostgreSQL may then keep one generic
 plan made for the table as it was. A batch lookup prepared while the readers table was
@@ -15,7 +16,7 @@ import pytest
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from newsletter.db import Database, table_of, utcnow
+from newsletter.db import Database, plan_each_run, table_of, utcnow
 from newsletter.readers.models import Reader, ReaderStatus
 from tests.conftest import _truncate_pg, make_app
 from tests.smtp_server import SmtpServer
@@ -52,6 +53,7 @@ def test_a_batch_lookup_repeated_while_the_table_grows_stays_on_the_index(
     pg_db: Database,
 ) -> None:
     with pg_db.session() as session:
+        plan_each_run(session)
         # Past psycopg's prepare threshold and the server's five custom plans, while empty.
         for _ in range(12):
             assert _lookup(session, 0) == []
