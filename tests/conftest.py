@@ -74,6 +74,13 @@ def _truncate_pg(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture
+def pg_url(_pg_migrated: str) -> str:
+    """An emptied PostgreSQL database, for the tests of what only PostgreSQL does."""
+    _truncate_pg(_pg_migrated)
+    return _pg_migrated
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":

@@ -28,7 +28,7 @@ from newsletter.editions.models import Edition
 from newsletter.readers.models import Reader, ReaderStatus
 from newsletter.stories.importing import import_stories
 from newsletter.tracking.models import Click, Read
-from tests.conftest import TEST_SECRET, _truncate_pg
+from tests.conftest import TEST_SECRET
 from tests.smtp_server import SmtpServer, free_port
 from tests.tracking.conftest import NOW, OUTLETS, story_doc
 
@@ -79,12 +79,6 @@ class Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-
-
-@pytest.fixture
-def pg_url(_pg_migrated: str) -> str:
-    _truncate_pg(_pg_migrated)
-    return _pg_migrated
 
 
 @pytest.fixture

@@ -76,8 +76,8 @@ SQLITE_PRAGMAS = (
     f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}",
 )
 
-# PostgreSQL per connection. Compiling a query costs 50-150 ms, and overestimated costs
-# set JIT off on the enqueue's 4 ms chunk lookups; every query here is short.
+# PostgreSQL per connection. JIT compiling costs 50-150 ms a query, and overestimated
+# costs started it on the enqueue's 4 ms chunk lookups; every query here is short.
 POSTGRESQL_SETTINGS = {"jit": "off"}
 
 

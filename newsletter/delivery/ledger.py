@@ -99,7 +99,7 @@ def _enqueue_chunks(
     had_rows = session.scalar(select(Delivery.id).where(Delivery.edition_id == edition.id).limit(1))
     # Each reader's latest row of another edition within a local day's reach, looked up
     # per reader through the reader_id index. As one IN list over the chunk, PostgreSQL
-    # scanned the table, this edition's growing rows included: quadratic in the list.
+    # scanned the table, this edition's growing rows included: quadratic in the list size.
     other = Delivery.__table__.alias("other")
     latest_other = (
         select(func.max(other.c.queued_at))

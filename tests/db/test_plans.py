@@ -18,16 +18,16 @@ from sqlalchemy.orm import Session
 
 from newsletter.db import Database, plan_each_run, table_of, utcnow
 from newsletter.readers.models import Reader, ReaderStatus
-from tests.conftest import _truncate_pg, make_app
+from tests.conftest import make_app
 from tests.smtp_server import SmtpServer
 
 ROWS = 20_000
+BATCH = 50
 
 
 @pytest.fixture
-def pg_db(_pg_migrated: str, tmp_path: Path, smtp: SmtpServer) -> Database:
-    _truncate_pg(_pg_migrated)
-    app = make_app(_pg_migrated, tmp_path, smtp)
+def pg_db(pg_url: str, tmp_path: Path, smtp: SmtpServer) -> Database:
+    app = make_app(pg_url, tmp_path, smtp)
     return app.extensions["db"]  # type: ignore[no-any-return]
 
 
@@ -39,9 +39,6 @@ def _rows_scanned(session: Session) -> int:
         )
         or 0
     )
-
-
-BATCH = 50
 
 
 def _lookup(session: Session, first: int) -> list[str]:
